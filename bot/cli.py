@@ -1,0 +1,425 @@
+"""The ``citebot`` command line: ingest, articles, forget, ask, chat, rebuild.
+
+Errors from the core become one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from embeddings import Answer, CitebotError, IngestReport, Library
+
+from .config import Settings
+
+log = logging.getLogger("citebot")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class Terminal:
+    """Formats core results for a terminal (bold highlight when it is a TTY)."""
+
+    def __init__(self, out: TextIO, color: bool | None = None) -> None:
+        self.out = out
+        self.color = out.isatty() if color is None else color
+
+    def bold(self, text: str) -> str:
+        """Bold on a terminal, Markdown-style asterisks elsewhere."""
+        return f"\033[1m{text}\033[0m" if self.color else f"**{text}**"
+
+    def dim(self, text: str) -> str:
+        """Faint text on a terminal."""
+        return f"\033[2m{text}\033[0m" if self.color else text
+
+    def answer(self, answer: Answer) -> str:
+        """The answer passage with its sentence highlighted, then the citation."""
+        lines = [self.dim(f"note: {n}") for n in answer.notes]
+        best = answer.best
+        if best is None:
+            lines.append("I couldn't find this in the library.")
+            titles = list(dict.fromkeys(h.article.title for h in answer.hits))[:3]
+            if titles:
+                lines.append("Closest articles: " + "; ".join(f"“{t}”" for t in titles))
+            return "\n".join(lines)
+        text = best.passage.text
+        if answer.highlight:
+            a, b = answer.highlight
+            text = text[:a] + self.bold(text[a:b]) + text[b:]
+        lines.append(text)
+        lines.append("")
+        lines.append("— " + best.citation.format())
+        if best.article.source and not best.article.url:
+            lines.append(self.dim(f"  source: {best.article.source}"))
+        lines.append(self.dim(f"  confidence {answer.confidence:.2f}"))
+        return "\n".join(lines)
+
+
+def _answer_json(answer: Answer) -> dict[str, object]:
+    best = answer.best
+    return {
+        "question": answer.question,
+        "answered": answer.answered,
+        "confidence": round(answer.confidence, 4),
+        "sentence": answer.sentence,
+        "passage": best.passage.text if best else None,
+        "citation": None
+        if best is None
+        else {
+            "article_id": best.article.id,
+            "title": best.article.title,
+            "byline": best.article.byline,
+            "date": best.article.date,
+            "paragraph": best.passage.paragraph,
+            "url": best.article.url,
+        },
+        "closest_articles": list(dict.fromkeys(h.article.title for h in answer.hits)),
+        "notes": list(answer.notes),
+    }
+
+
+class _Progress:
+    """A tqdm bar on stderr for ingests; silent when stderr is not a terminal or quiet."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.label = label
+        self.enabled = enabled
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total == 0:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.label, unit="passage", file=sys.stderr, leave=False)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class App:
+    """Lazily built services for one CLI run, so ``--help`` never loads the model."""
+
+    def __init__(self, settings: Settings, out: TextIO, err: TextIO, quiet: bool = False) -> None:
+        self.settings = settings
+        self.out = out
+        self.err = err
+        self.quiet = quiet
+        self._store = None
+        self._encoder = None
+
+    @property
+    def store(self):  # type: ignore[no-untyped-def]
+        if self._store is None:
+            from .services import make_store
+
+            self._store = make_store(self.settings)
+        return self._store
+
+    @property
+    def encoder(self):  # type: ignore[no-untyped-def]
+        if self._encoder is None:
+            from .services import make_encoder
+
+            self._encoder = make_encoder(self.settings)
+        return self._encoder
+
+    def library(self, name: str | None = None) -> Library:
+        from .services import make_library
+
+        return make_library(self.settings, self.store, self.encoder, name)
+
+    def progress(self, label: str) -> _Progress:
+        return _Progress(label, enabled=not self.quiet and self.err.isatty())
+
+    def seeded_library(self, name: str | None) -> Library:
+        """The library, filled from the seeds folder on first use of the default library."""
+        from .services import ensure_seeded
+
+        lib = self.library(name)
+        if lib.name == self.settings.library and not lib.exists():
+            bar = self.progress("Building the index from seeds")
+            try:
+                report = ensure_seeded(lib, self.settings, bar)
+            finally:
+                bar.close()
+            if report is not None and not self.quiet:
+                print(
+                    f"Built library {lib.name!r} from {self.settings.seeds_dir}: "
+                    f"{report.count('added')} article(s), {report.passages_added} passages.",
+                    file=self.err,
+                )
+        return lib
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_ingest(app: App, args: argparse.Namespace) -> int:
+    """citebot ingest PATH..."""
+    lib = app.library(args.library)
+    bar = app.progress("Embedding")
+    try:
+        report = lib.ingest_paths(args.paths, progress=bar)
+    except KeyboardInterrupt:
+        bar.close()
+        print(
+            "Interrupted. Articles finished before the interruption are saved and nothing "
+            "half-written was kept; run the same command again to finish (saved files are skipped).",
+            file=app.err,
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        bar.close()
+    return _print_report(app, report)
+
+
+def _print_report(app: App, report: IngestReport) -> int:
+    for r in report.results:
+        if r.status == "skipped":
+            print(f"skipped: {r.reason}", file=app.err)
+        elif r.article is not None and not app.quiet:
+            extra = f" ({r.reason})" if r.reason else ""
+            print(
+                f"{r.status:9} {r.article.id}  {r.article.title}  "
+                f"[{r.article.passage_count} passages]{extra}",
+                file=app.out,
+            )
+    summary = (
+        f"{report.count('added')} added, {report.count('replaced')} replaced, "
+        f"{report.count('unchanged')} unchanged, {report.count('skipped')} skipped."
+    )
+    print(summary, file=app.err if app.quiet else app.out)
+    ok = any(r.status != "skipped" for r in report.results)
+    return EXIT_OK if ok else EXIT_ERROR
+
+
+def cmd_articles(app: App, args: argparse.Namespace) -> int:
+    """citebot articles"""
+    lib = app.seeded_library(args.library)
+    articles = lib.articles()
+    if args.json:
+        rows = [
+            {
+                "id": a.id,
+                "title": a.title,
+                "byline": a.byline,
+                "date": a.date,
+                "url": a.url,
+                "passages": a.passage_count,
+                "paragraphs": a.paragraph_count,
+                "source": a.source,
+            }
+            for a in articles
+        ]
+        print(json.dumps(rows, indent=2, ensure_ascii=False), file=app.out)
+        return EXIT_OK
+    if not articles:
+        print(
+            f"Library {lib.name!r} has no articles. Add some with `citebot ingest PATH`.",
+            file=app.out,
+        )
+        return EXIT_OK
+    print(f"{'id':10} {'date':10} {'passages':>8}  title", file=app.out)
+    for a in articles:
+        print(f"{a.id:10} {a.date or '-':10} {a.passage_count:>8}  {a.title}", file=app.out)
+    print(f"{len(articles)} article(s) in library {lib.name!r}.", file=app.out)
+    return EXIT_OK
+
+
+def cmd_forget(app: App, args: argparse.Namespace) -> int:
+    """citebot forget ARTICLE"""
+    lib = app.library(args.library)
+    info = lib.forget(args.article)
+    print(f"Forgot {info.id}  {info.title} ({info.passage_count} passages).", file=app.out)
+    return EXIT_OK
+
+
+def cmd_ask(app: App, args: argparse.Namespace) -> int:
+    """citebot ask QUESTION"""
+    question = " ".join(args.question)
+    if question.strip() == "-":
+        question = sys.stdin.read()
+    lib = app.seeded_library(args.library)
+    answer = lib.ask(question)
+    if args.json:
+        print(json.dumps(_answer_json(answer), indent=2, ensure_ascii=False), file=app.out)
+    else:
+        print(Terminal(app.out).answer(answer), file=app.out)
+    return EXIT_OK
+
+
+def cmd_chat(app: App, args: argparse.Namespace, read: Callable[[str], str] = input) -> int:
+    """citebot chat: a question loop that loads the model once."""
+    lib = app.seeded_library(args.library)
+    term = Terminal(app.out)
+    print(
+        f"citebot: asking library {lib.name!r} ({len(lib.articles())} articles). "
+        "Empty line or Ctrl-D to quit.",
+        file=app.out,
+    )
+    while True:
+        try:
+            line = read("? ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=app.out)
+            return EXIT_OK
+        if not line.strip() or line.strip().lower() in ("quit", "exit", ":q"):
+            return EXIT_OK
+        try:
+            print(term.answer(lib.ask(line)), file=app.out)
+        except CitebotError as exc:
+            print(f"citebot: {exc}", file=app.err)
+        print(file=app.out)
+
+
+def cmd_rebuild(app: App, args: argparse.Namespace) -> int:
+    """citebot rebuild"""
+    lib = app.library(args.library)
+    bar = app.progress("Re-embedding")
+    try:
+        report = lib.rebuild(progress=bar)
+    finally:
+        bar.close()
+    print(
+        f"Rebuilt library {lib.name!r}: {len(report.results)} article(s), "
+        f"{report.passages_added} passages, model {lib.spec.model}.",
+        file=app.out,
+    )
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (subcommands register themselves here)."""
+    parser = argparse.ArgumentParser(
+        prog="citebot",
+        description="Answer questions about a library of articles, always with a citation.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--library",
+        "-l",
+        metavar="NAME",
+        help="library to use (default: CITEBOT_LIBRARY or 'default')",
+    )
+    common.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        type=Path,
+        help="where indexes live (default: CITEBOT_DATA_DIR)",
+    )
+    common.add_argument("--quiet", "-q", action="store_true", help="print only results and errors")
+    common.add_argument("--verbose", "-v", action="store_true", help="log what happens, with tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "ingest",
+        parents=[common],
+        help="add files or folders of articles",
+        description="Add .txt, .md, .html and .jsonl articles (files or folders). "
+        "Unchanged articles are skipped, changed ones replaced.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser(
+        "articles",
+        parents=[common],
+        help="list the library's articles",
+        description="List id, date, passage count and title of every article.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_articles)
+
+    p = sub.add_parser(
+        "forget",
+        parents=[common],
+        help="remove an article",
+        description="Remove an article, by id or title, with all its passages.",
+    )
+    p.add_argument("article", metavar="ARTICLE", help="article id (or a unique prefix) or title")
+    p.set_defaults(func=cmd_forget)
+
+    p = sub.add_parser(
+        "ask",
+        parents=[common],
+        help="ask one question",
+        description="Answer a question with the closest passage, its best sentence "
+        "highlighted, and a citation. Use '-' to read the question from stdin.",
+    )
+    p.add_argument("question", nargs="+", metavar="QUESTION")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser(
+        "chat",
+        parents=[common],
+        help="ask questions in a loop (model loaded once)",
+        description="An interactive loop: type a question, get a cited answer.",
+    )
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser(
+        "rebuild",
+        parents=[common],
+        help="re-embed a library with the current settings",
+        description="Re-chunk and re-embed every stored article with the configured "
+        "model and chunk size. Needed after changing either, or to repair damaged "
+        "vectors. The old index stays in place until the new one is complete.",
+    )
+    p.set_defaults(func=cmd_rebuild)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Entry point of the ``citebot`` command."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.load(data_dir=args.data_dir)
+    except CitebotError as exc:
+        print(f"citebot: {exc}", file=err)
+        return EXIT_ERROR
+    level = logging.DEBUG if args.verbose else getattr(logging, settings.log_level.upper())
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=err)
+    app = App(settings, out, err, quiet=args.quiet)
+    try:
+        return int(args.func(app, args))
+    except CitebotError as exc:
+        print(f"citebot: {exc}", file=err)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("citebot: interrupted.", file=err)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.verbose:
+            log.exception("unexpected error")
+        print(
+            f"citebot: unexpected error: {type(exc).__name__}: {exc} (run with --verbose for details)",
+            file=err,
+        )
+        return EXIT_ERROR
+    finally:
+        app.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

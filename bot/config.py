@@ -1,0 +1,171 @@
+"""Settings: the one place that reads the environment and ``.env``.
+
+Every setting has a default that works on a fresh machine with no Discord token and no
+database. ``.env.example`` lists them all with a comment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from embeddings.errors import InputError
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(InputError):
+    """A setting has a value citebot cannot use."""
+
+
+def _default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("citebot", appauthor=False))
+
+
+def _default_seeds() -> Path | None:
+    for candidate in (Path.cwd() / "seeds", _PROJECT_ROOT / "seeds"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a ``.env`` file: ``KEY=value`` lines, ``#`` comments, optional quotes/``export``."""
+    values: dict[str, str] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return values
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the settings file ({exc}).") from exc
+    for n, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$", line)
+        if not m:
+            raise ConfigError(f"{path}:{n}: expected KEY=value, got {raw!r}.")
+        key, value = m.groups()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        else:
+            value = re.sub(r"\s+#.*$", "", value)  # trailing comment on an unquoted value
+        values[key] = value
+    return values
+
+
+def _int(name: str, lo: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            v = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, not {raw!r}.") from None
+        if lo is not None and v < lo:
+            raise ConfigError(f"{name} must be at least {lo}, not {v}.")
+        return v
+
+    return parse
+
+
+def _float(name: str) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, not {raw!r}.") from None
+
+    return parse
+
+
+def _choice(name: str, options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        v = raw.strip().lower()
+        if v not in options:
+            raise ConfigError(f"{name} must be one of {', '.join(options)}, not {raw!r}.")
+        return v
+
+    return parse
+
+
+def _bool(name: str) -> Callable[[str], bool]:
+    def parse(raw: str) -> bool:
+        v = raw.strip().lower()
+        if v in ("1", "true", "yes", "on"):
+            return True
+        if v in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{name} must be true or false, not {raw!r}.")
+
+    return parse
+
+
+def _path(raw: str) -> Path:
+    return Path(raw).expanduser()
+
+
+def _opt(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    return lambda raw: parse(raw) if raw.strip() else None
+
+
+def _setting(env: str, parse: Callable[[str], Any], default: Any = None, **kw: Any) -> Any:
+    return field(default=default, metadata={"env": env, "parse": parse}, **kw)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of citebot. Build it with :meth:`load`."""
+
+    data_dir: Path = _setting("CITEBOT_DATA_DIR", _path, None)
+    library: str = _setting("CITEBOT_LIBRARY", str, "default")
+    seeds_dir: Path | None = _setting("CITEBOT_SEEDS_DIR", _opt(_path), None)
+    model: str = _setting("CITEBOT_MODEL", str, "all-MiniLM-L6-v2")
+    precision: str = _setting(
+        "CITEBOT_PRECISION", _choice("CITEBOT_PRECISION", ("auto", "fp32", "bf16")), "auto"
+    )
+    batch_size: int = _setting("CITEBOT_BATCH_SIZE", _int("CITEBOT_BATCH_SIZE", 1), 32)
+    chunk_tokens: int | None = _setting("CITEBOT_CHUNK_TOKENS", _opt(_int("CITEBOT_CHUNK_TOKENS", 8)), None)
+    chunk_overlap: int = _setting("CITEBOT_CHUNK_OVERLAP", _int("CITEBOT_CHUNK_OVERLAP", 0), 1)
+    abstain_threshold: float | None = _setting(
+        "CITEBOT_ABSTAIN_THRESHOLD", _opt(_float("CITEBOT_ABSTAIN_THRESHOLD")), None
+    )
+    log_level: str = _setting(
+        "CITEBOT_LOG_LEVEL",
+        _choice("CITEBOT_LOG_LEVEL", ("debug", "info", "warning", "error")),
+        "warning",
+    )
+    discord_token: str | None = _setting("DISCORD_TOKEN", _opt(str), None, repr=False)
+
+    @classmethod
+    def load(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        env_file: Path | None = Path(".env"),
+        **overrides: Any,
+    ) -> Settings:
+        """Read settings: explicit ``overrides`` > environment > ``.env`` > defaults."""
+        env = dict(read_env_file(env_file)) if env_file is not None else {}
+        env.update(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in overrides and overrides[f.name] is not None:
+                values[f.name] = overrides[f.name]
+                continue
+            raw = env.get(f.metadata["env"])
+            if raw is not None:
+                values[f.name] = f.metadata["parse"](raw)
+        if values.get("data_dir") is None:
+            values["data_dir"] = _default_data_dir()
+        if values.get("seeds_dir") is None:
+            values["seeds_dir"] = _default_seeds()
+        return cls(**values)
+
+    @staticmethod
+    def documented() -> list[tuple[str, str]]:
+        """``(ENV_NAME, field name)`` of every setting, for docs and tests."""
+        return [(f.metadata["env"], f.name) for f in fields(Settings)]

@@ -1,0 +1,93 @@
+"""Build the core's objects from :class:`Settings`; shared by the CLI and the Discord bot."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+
+from embeddings import (
+    ChunkSpec,
+    Encoder,
+    IngestReport,
+    Library,
+    LocalStore,
+    SearchConfig,
+    SentenceTransformerEncoder,
+    Store,
+)
+from embeddings.library import ProgressFn
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def quiet_model_loading() -> None:
+    """Keep model loading offline and silent: no hub calls for local paths, no progress bars."""
+    # The packaged model loads by path; these stop the libraries from reaching for the hub or
+    # drawing bars on the user's terminal. A user who configures a hub model name can still
+    # override HF_HUB_OFFLINE in the environment.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", os.environ["HF_HUB_OFFLINE"])
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def make_encoder(settings: Settings) -> Encoder:
+    """The configured sentence-transformers encoder."""
+    quiet_model_loading()
+    return SentenceTransformerEncoder(
+        settings.model, precision=settings.precision, batch_size=settings.batch_size
+    )
+
+
+def make_store(settings: Settings) -> Store:
+    """The configured store: the local folder store under ``data_dir``."""
+    return LocalStore(settings.data_dir)
+
+
+def search_config(settings: Settings) -> SearchConfig:
+    """Search settings with any overrides from the environment."""
+    config = SearchConfig()
+    if settings.abstain_threshold is not None:
+        config = replace(config, abstain_threshold=settings.abstain_threshold)
+    return config
+
+
+def make_library(
+    settings: Settings,
+    store: Store,
+    encoder: Encoder,
+    name: str | None = None,
+    *,
+    write_timeout: float = 0.0,
+) -> Library:
+    """A :class:`Library` view named ``name`` (default: the configured library)."""
+    tokens = settings.chunk_tokens or encoder.max_tokens
+    return Library(
+        store,
+        encoder,
+        name or settings.library,
+        chunk=ChunkSpec(max_tokens=tokens, overlap=settings.chunk_overlap),
+        search=search_config(settings),
+        write_timeout=write_timeout,
+    )
+
+
+def ensure_seeded(
+    library: Library, settings: Settings, progress: ProgressFn | None = None
+) -> IngestReport | None:
+    """On first use, fill an empty library from the seeds folder; None when nothing to do."""
+    if library.exists() or settings.seeds_dir is None or not settings.seeds_dir.is_dir():
+        return None
+    log.info("library %s is new: ingesting %s", library.name, settings.seeds_dir)
+    return library.ingest_paths([settings.seeds_dir], progress=progress)

@@ -1,0 +1,85 @@
+"""citebot's retrieval core: articles in, cited passages out.
+
+No Discord, no environment reads, no logging setup: front ends (``bot/``) do those.
+"""
+
+from __future__ import annotations
+
+from .articles import clean_article, expand_paths, load_file, parse_html, parse_markdown
+from .chunking import ChunkSpec, chunk_document
+from .encoder import DEFAULT_MODEL, Encoder, HashEncoder, SentenceTransformerEncoder
+from .errors import (
+    CitebotError,
+    CorruptIndexError,
+    FetchError,
+    IndexMismatchError,
+    IndexStateError,
+    InputError,
+    LibraryBusyError,
+    ModelLoadError,
+    NotFoundError,
+)
+from .lexical import BM25, Analyzer
+from .library import MAX_QUESTION_CHARS, Library
+from .search import SearchConfig
+from .sentences import split_sentences
+from .store import ArticleWrite, Feedback, IndexSpec, Store
+from .store.local import LocalStore
+from .types import (
+    Answer,
+    Article,
+    ArticleInfo,
+    Citation,
+    Document,
+    Hit,
+    IngestReport,
+    IngestResult,
+    Passage,
+    Summary,
+    SummarySentence,
+)
+
+__all__ = [
+    "BM25",
+    "DEFAULT_MODEL",
+    "MAX_QUESTION_CHARS",
+    "Analyzer",
+    "Answer",
+    "Article",
+    "ArticleInfo",
+    "ArticleWrite",
+    "ChunkSpec",
+    "Citation",
+    "CitebotError",
+    "CorruptIndexError",
+    "Document",
+    "Encoder",
+    "Feedback",
+    "FetchError",
+    "HashEncoder",
+    "Hit",
+    "IndexMismatchError",
+    "IndexSpec",
+    "IndexStateError",
+    "IngestReport",
+    "IngestResult",
+    "InputError",
+    "Library",
+    "LibraryBusyError",
+    "LocalStore",
+    "ModelLoadError",
+    "NotFoundError",
+    "Passage",
+    "SearchConfig",
+    "SentenceTransformerEncoder",
+    "Store",
+    "Summary",
+    "SummarySentence",
+    "chunk_document",
+    "clean_article",
+    "expand_paths",
+    "load_file",
+    "parse_html",
+    "parse_markdown",
+    "split_sentences",
+]

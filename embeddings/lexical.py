@@ -1,0 +1,97 @@
+"""Lexical retrieval: an analyzer (tokens, stop words, Snowball stems) and BM25 over postings.
+
+The postings live in the store and are written with each article, so the lexical index is
+persisted and updated incrementally with the library; scoring happens here, identically for
+every store.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .store import Store
+
+# Lucene's English stop words plus question and auxiliary words: questions are full of them
+# and they say nothing about which passage answers.
+STOPWORDS = frozenset(
+    """a an and are as at be but by for if in into is it no not of on or such that the their
+    then there these they this to was will with what which who whom whose when where why how
+    did do does done doing has have had having been being were am i me my we our you your he
+    him his she her its them from than so can could would should may might must shall also
+    about over under after before during while""".split()
+)
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+@lru_cache(maxsize=1)
+def _stemmer():  # type: ignore[no-untyped-def]
+    try:
+        import Stemmer
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ImportError("Lexical search needs PyStemmer: pip install PyStemmer") from exc
+    return Stemmer.Stemmer("english")
+
+
+@dataclass(frozen=True, slots=True)
+class Analyzer:
+    """Turns text into index terms. ``name`` is stored with the index; change it on any change."""
+
+    stem: bool = True
+    stopwords: frozenset[str] = STOPWORDS
+
+    @property
+    def name(self) -> str:
+        """Identity stored in the index spec."""
+        return f"en-v1{'-stem' if self.stem else ''}-sw{len(self.stopwords)}"
+
+    def terms(self, text: str) -> list[str]:
+        """Lower-cased word tokens, stop words and single letters removed, stemmed."""
+        words = [
+            w for w in _TOKEN.findall(text.lower()) if w not in self.stopwords and (len(w) > 1 or w.isdigit())
+        ]
+        if self.stem and words:
+            words = _stemmer().stemWords(words)
+        return words
+
+    def counts(self, text: str) -> dict[str, int]:
+        """Term frequencies of ``text``."""
+        return dict(Counter(self.terms(text)))
+
+
+@dataclass(frozen=True, slots=True)
+class BM25:
+    """Okapi BM25 with Lucene's idf; ``k1`` and ``b`` are the usual parameters."""
+
+    k1: float = 1.2
+    b: float = 0.75
+
+    def search(
+        self,
+        store: Store,
+        library: str,
+        terms: Sequence[str],
+        k: int,
+        article_ids: Sequence[str] | None = None,
+    ) -> list[tuple[int, float]]:
+        """Top ``k`` ``(passage_id, score)``, best first; ties go to the earlier passage."""
+        unique = list(dict.fromkeys(terms))
+        if not unique or k <= 0:
+            return []
+        n, avgdl, df = store.lexical_stats(library, unique)
+        if n == 0:
+            return []
+        idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
+        scores: dict[int, float] = {}
+        k1, b = self.k1, self.b
+        norm = avgdl or 1.0
+        for term, pid, tf, length in store.postings(library, list(df), article_ids):
+            denom = tf + k1 * (1 - b + b * length / norm)
+            scores[pid] = scores.get(pid, 0.0) + idf[term] * tf * (k1 + 1) / denom
+        best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        return best[:k]

@@ -1,0 +1,660 @@
+"""The default store: one folder per library, SQLite for text and postings, ``.npy`` for vectors.
+
+Layout of ``<root>/libraries/<name>/``:
+
+* ``index.sqlite3``: meta, articles, passages, lexical postings, feedback, cache (WAL mode).
+* ``vectors.<generation>.npy`` (float32, one L2-normalised row per passage, ordered by passage
+  id) and ``ids.<generation>.npy`` (the passage ids of those rows).
+* ``write.lock`` (+ ``writer.json`` naming the holder): one writer at a time across processes.
+
+Atomicity: a write builds the next generation's ``.npy`` files beside the current ones, then
+commits the SQLite transaction that switches ``generation``. A crash before the commit leaves
+the old generation in force (the orphan files are removed by the next writer); a crash after it
+leaves only stale old files. Readers check the matrix against the database (row count, ids,
+CRC) and refuse to answer from a half-written or damaged index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock, Timeout
+from numpy.typing import NDArray
+
+from ..errors import CorruptIndexError, IndexMismatchError, LibraryBusyError, NotFoundError
+from ..types import Article, ArticleInfo, Passage
+from . import ArticleWrite, Feedback, IndexSpec, check_library_name
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS articles (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    byline TEXT,
+    date TEXT,
+    url TEXT,
+    source TEXT,
+    content_hash TEXT NOT NULL,
+    text TEXT NOT NULL,
+    paragraphs TEXT NOT NULL,
+    passage_count INTEGER NOT NULL,
+    added_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS articles_hash ON articles(content_hash);
+CREATE TABLE IF NOT EXISTS passages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    article_id TEXT NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL,
+    paragraph INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    length INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS passages_article ON passages(article_id, ordinal);
+CREATE TABLE IF NOT EXISTS postings (
+    term TEXT NOT NULL,
+    passage_id INTEGER NOT NULL REFERENCES passages(id) ON DELETE CASCADE,
+    tf INTEGER NOT NULL,
+    PRIMARY KEY (term, passage_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS postings_passage ON postings(passage_id);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    question TEXT NOT NULL,
+    passage_id INTEGER,
+    article_id TEXT,
+    vote INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    extra TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cache (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    article_id TEXT NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
+    value TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+"""
+
+_REBUILD_HINT = "Run `citebot rebuild --library {name}` to re-embed it from the stored articles"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(slots=True)
+class _Matrix:
+    generation: int
+    vectors: NDArray[np.float32]
+    ids: NDArray[np.int64]
+
+
+class LocalStore:
+    """Libraries in folders under ``root``; exact top-k search with numpy."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser()
+        self._conns: dict[str, sqlite3.Connection] = {}
+        self._matrices: dict[str, _Matrix] = {}
+        # sqlite3 connections are shared between the bot's worker threads; one lock per store
+        # keeps each statement sequence whole.
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ paths and connections
+
+    def library_dir(self, library: str) -> Path:
+        """The folder that holds ``library``."""
+        return self.root / "libraries" / check_library_name(library)
+
+    def _conn(self, library: str, create: bool = False) -> sqlite3.Connection:
+        with self._lock:
+            conn = self._conns.get(library)
+            if conn is not None:
+                return conn
+            folder = self.library_dir(library)
+            db = folder / "index.sqlite3"
+            if not db.exists():
+                if not create:
+                    raise NotFoundError(
+                        f"Library {library!r} does not exist yet (no index at {folder}). "
+                        "Add articles with `citebot ingest PATH`."
+                    )
+                folder.mkdir(parents=True, exist_ok=True)
+            try:
+                conn = sqlite3.connect(db, timeout=30, check_same_thread=False, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+            except sqlite3.DatabaseError as exc:
+                raise self._corrupt_db(library, exc) from exc
+            self._conns[library] = conn
+            return conn
+
+    def _corrupt_db(self, library: str, exc: Exception) -> CorruptIndexError:
+        folder = self.library_dir(library)
+        return CorruptIndexError(
+            f"The database of library {library!r} is damaged ({exc}). Move {folder} aside and "
+            f"ingest the articles again (`citebot ingest PATH --library {library}`)."
+        )
+
+    @contextlib.contextmanager
+    def _db(self, library: str, create: bool = False) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._conn(library, create)
+            try:
+                yield conn
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                    raise LibraryBusyError(
+                        f"Library {library!r} is busy (the database is locked by another process). "
+                        "Try again in a moment."
+                    ) from exc
+                raise self._corrupt_db(library, exc) from exc
+
+    def close(self) -> None:
+        """Close every open database connection."""
+        with self._lock:
+            for conn in self._conns.values():
+                conn.close()
+            self._conns.clear()
+            self._matrices.clear()
+
+    # ------------------------------------------------------------------ meta
+
+    def _meta(self, conn: sqlite3.Connection) -> dict[str, str]:
+        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def spec(self, library: str) -> IndexSpec | None:
+        """The spec the library was built with, or None if it does not exist."""
+        if not (self.library_dir(library) / "index.sqlite3").exists():
+            return None
+        with self._db(library) as conn:
+            raw = self._meta(conn).get("spec")
+        if raw is None:
+            return None
+        try:
+            return IndexSpec(**json.loads(raw))
+        except (TypeError, ValueError) as exc:
+            raise self._corrupt_db(library, exc) from exc
+
+    def create(self, library: str, spec: IndexSpec) -> None:
+        """Create the library if it does not exist; check the spec if it does."""
+        existing = self.spec(library)
+        if existing is not None:
+            if existing != spec:
+                raise IndexMismatchError(
+                    f"Library {library!r} was built with other settings ("
+                    + "; ".join(existing.differences(spec))
+                    + "). "
+                    + _REBUILD_HINT.format(name=library)
+                    + " with the current settings, or change the settings back."
+                )
+            return
+        with self._db(library, create=True) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('spec', ?)",
+                (json.dumps(asdict(spec)),),
+            )
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+            conn.execute("COMMIT")
+
+    def libraries(self) -> list[str]:
+        """Libraries that have an index folder."""
+        base = self.root / "libraries"
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir() if (p / "index.sqlite3").exists())
+
+    def generation(self, library: str) -> int:
+        """Incremented by every committed write."""
+        with self._db(library) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    # ------------------------------------------------------------------ locking
+
+    @contextlib.contextmanager
+    def writer(self, library: str, timeout: float = 0.0) -> Iterator[None]:
+        """Hold the cross-process write lock of ``library``."""
+        folder = self.library_dir(library)
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(folder / "write.lock"))
+        owner_file = folder / "writer.json"
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise LibraryBusyError(self._busy_message(library, owner_file)) from None
+        try:
+            owner_file.write_text(
+                json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": _now()})
+            )
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                owner_file.unlink()
+            lock.release()
+
+    @staticmethod
+    def _busy_message(library: str, owner_file: Path) -> str:
+        who = ""
+        with contextlib.suppress(OSError, ValueError):
+            info = json.loads(owner_file.read_text())
+            who = f" (pid {info['pid']} on {info['host']}, since {info['since']})"
+        return (
+            f"Library {library!r} is being changed by another citebot process{who}. "
+            "Wait for it to finish, then run this again."
+        )
+
+    # ------------------------------------------------------------------ vectors on disk
+
+    def _files(self, library: str, generation: int) -> tuple[Path, Path]:
+        folder = self.library_dir(library)
+        return folder / f"vectors.{generation}.npy", folder / f"ids.{generation}.npy"
+
+    def _matrix(self, library: str) -> _Matrix:
+        """The current vectors, loaded once per generation and checked against the database."""
+        for attempt in range(3):
+            with self._db(library) as conn:
+                conn.execute("BEGIN")
+                try:
+                    meta = self._meta(conn)
+                    generation = int(meta.get("generation", "0"))
+                    cached = self._matrices.get(library)
+                    if cached is not None and cached.generation == generation:
+                        return cached
+                    db_ids = np.fromiter(
+                        (r[0] for r in conn.execute("SELECT id FROM passages ORDER BY id")),
+                        dtype=np.int64,
+                    )
+                finally:
+                    conn.execute("COMMIT")
+            spec = self.spec(library)
+            dim = spec.dim if spec else 0
+            if generation == 0:
+                matrix = _Matrix(0, np.zeros((0, dim), np.float32), np.zeros(0, np.int64))
+                self._matrices[library] = matrix
+                return matrix
+            vec_path, ids_path = self._files(library, generation)
+            try:
+                vectors = np.load(vec_path, allow_pickle=False)
+                ids = np.load(ids_path, allow_pickle=False)
+            except FileNotFoundError:
+                if attempt < 2:
+                    # A writer replaced this generation between our two reads; read again.
+                    time.sleep(0.05)
+                    continue
+                raise CorruptIndexError(
+                    f"The vectors of library {library!r} are missing ({vec_path.name}). "
+                    + _REBUILD_HINT.format(name=library)
+                    + "."
+                ) from None
+            except (ValueError, OSError, EOFError) as exc:
+                raise CorruptIndexError(
+                    f"The vectors file of library {library!r} is damaged ({exc}). "
+                    + _REBUILD_HINT.format(name=library)
+                    + "."
+                ) from exc
+            self._verify(library, meta, vectors, ids, db_ids, dim)
+            matrix = _Matrix(generation, vectors, ids)
+            self._matrices[library] = matrix
+            return matrix
+        raise AssertionError("unreachable")
+
+    def _verify(
+        self,
+        library: str,
+        meta: dict[str, str],
+        vectors: NDArray[np.float32],
+        ids: NDArray[np.int64],
+        db_ids: NDArray[np.int64],
+        dim: int,
+    ) -> None:
+        problem = None
+        if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[1] != dim:
+            problem = f"it has shape {vectors.shape} and type {vectors.dtype}, expected (n, {dim}) float32"
+        elif vectors.shape[0] != len(ids) or not np.array_equal(ids, db_ids):
+            problem = (
+                f"it holds {vectors.shape[0]} vectors for {len(ids)} ids, but the database has "
+                f"{len(db_ids)} passages"
+            )
+        elif str(zlib.crc32(vectors.tobytes())) != meta.get("vectors_crc"):
+            problem = "its checksum does not match"
+        if problem:
+            raise CorruptIndexError(
+                f"The vectors of library {library!r} do not match its passages: {problem}. "
+                + _REBUILD_HINT.format(name=library)
+                + "."
+            )
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, library: str, add: Sequence[ArticleWrite], delete: Sequence[str] = ()) -> None:
+        """Atomically delete ``delete`` and add ``add``; same-id articles are replaced."""
+        self._commit(library, add, delete, self._matrix(library))
+
+    def reset(self, library: str, spec: IndexSpec, add: Sequence[ArticleWrite]) -> None:
+        """Atomically replace the whole library (and its spec) with ``add``.
+
+        Used by rebuild; it never reads the old vectors, so it also repairs a damaged file.
+        """
+        self._commit(library, add, (), None, spec=spec)
+
+    def _commit(
+        self,
+        library: str,
+        add: Sequence[ArticleWrite],
+        delete: Sequence[str],
+        current: _Matrix | None,
+        spec: IndexSpec | None = None,
+    ) -> None:
+        with self._db(library, create=True) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+            generation = int(row[0]) if row else 0
+            new_gen = generation + 1
+            vec_path, ids_path = self._files(library, new_gen)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if current is None:  # reset: everything goes
+                    conn.execute("DELETE FROM articles")
+                    base_vectors = np.zeros((0, spec.dim if spec else 0), np.float32)
+                    base_ids = np.zeros(0, np.int64)
+                    conn.execute(
+                        "INSERT OR REPLACE INTO meta VALUES ('spec', ?)",
+                        (json.dumps(asdict(spec)),),
+                    )
+                else:
+                    gone = set(delete) | {w.info.id for w in add}
+                    removed: list[int] = []
+                    for article_id in gone:
+                        removed.extend(
+                            r[0]
+                            for r in conn.execute("SELECT id FROM passages WHERE article_id=?", (article_id,))
+                        )
+                        conn.execute("DELETE FROM articles WHERE id=?", (article_id,))
+                    keep = ~np.isin(current.ids, np.asarray(removed, dtype=np.int64))
+                    base_vectors, base_ids = current.vectors[keep], current.ids[keep]
+                new_ids: list[int] = []
+                for w in add:
+                    new_ids.extend(self._insert_article(conn, w))
+                vectors = np.ascontiguousarray(
+                    np.concatenate([base_vectors] + [w.vectors.astype(np.float32) for w in add])
+                )
+                ids = np.concatenate([base_ids, np.asarray(new_ids, dtype=np.int64)])
+                _save_npy(vec_path, vectors)
+                _save_npy(ids_path, ids)
+                conn.executemany(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                    [
+                        ("generation", str(new_gen)),
+                        ("vectors_crc", str(zlib.crc32(vectors.tobytes()))),
+                        ("updated_at", _now()),
+                    ],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                # BaseException: Ctrl-C mid-write must roll back too.
+                conn.execute("ROLLBACK")
+                for p in (vec_path, ids_path):
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+                raise
+            self._matrices[library] = _Matrix(new_gen, vectors, ids)
+        self._remove_stale_files(library, keep=new_gen)
+
+    def _insert_article(self, conn: sqlite3.Connection, w: ArticleWrite) -> list[int]:
+        a = w.info
+        conn.execute(
+            "INSERT INTO articles VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                a.id,
+                a.key,
+                a.title,
+                a.byline,
+                a.date,
+                a.url,
+                a.source,
+                a.content_hash,
+                w.text,
+                json.dumps(w.paragraphs),
+                len(w.passages),
+                a.added_at or _now(),
+            ),
+        )
+        ids: list[int] = []
+        for p, terms in zip(w.passages, w.terms, strict=True):
+            cur = conn.execute(
+                'INSERT INTO passages (article_id, ordinal, paragraph, start, "end", text, length) '
+                "VALUES (?,?,?,?,?,?,?)",
+                (a.id, p.ordinal, p.paragraph, p.start, p.end, p.text, sum(terms.values())),
+            )
+            pid = int(cur.lastrowid)  # type: ignore[arg-type]
+            ids.append(pid)
+            conn.executemany("INSERT INTO postings VALUES (?,?,?)", [(t, pid, n) for t, n in terms.items()])
+        return ids
+
+    def _remove_stale_files(self, library: str, keep: int) -> None:
+        """Delete vector files of other generations: leftovers of old writes or crashed ones."""
+        for path in self.library_dir(library).glob("*.npy*"):
+            parts = path.name.split(".")
+            if len(parts) >= 3 and parts[1].isdigit() and int(parts[1]) != keep:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    # ------------------------------------------------------------------ reading
+
+    def _info(self, row: sqlite3.Row | tuple) -> ArticleInfo:
+        (aid, key, title, byline, date, url, source, chash, paragraphs, count, added) = row
+        return ArticleInfo(
+            id=aid,
+            title=title,
+            byline=byline,
+            date=date,
+            url=url,
+            source=source,
+            key=key,
+            content_hash=chash,
+            passage_count=count,
+            paragraph_count=len(json.loads(paragraphs)),
+            added_at=added,
+        )
+
+    _INFO_COLS = (
+        "id, key, title, byline, date, url, source, content_hash, paragraphs, passage_count, added_at"
+    )
+
+    def list_articles(self, library: str) -> list[ArticleInfo]:
+        """All articles, oldest first."""
+        with self._db(library) as conn:
+            rows = conn.execute(f"SELECT {self._INFO_COLS} FROM articles ORDER BY added_at, rowid").fetchall()
+        return [self._info(r) for r in rows]
+
+    def get_article(self, library: str, article_id: str) -> Article | None:
+        """An article with its cleaned text."""
+        with self._db(library) as conn:
+            row = conn.execute(
+                f"SELECT {self._INFO_COLS}, text FROM articles WHERE id=?", (article_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        info = self._info(row[:-1])
+        return Article(info, row[-1], tuple(tuple(p) for p in json.loads(row[8])))
+
+    def find_article(
+        self, library: str, *, key: str | None = None, content_hash: str | None = None
+    ) -> ArticleInfo | None:
+        """The article with this key (preferred) or content hash."""
+        with self._db(library) as conn:
+            row = None
+            if key is not None:
+                row = conn.execute(f"SELECT {self._INFO_COLS} FROM articles WHERE key=?", (key,)).fetchone()
+            if row is None and content_hash is not None:
+                row = conn.execute(
+                    f"SELECT {self._INFO_COLS} FROM articles WHERE content_hash=?", (content_hash,)
+                ).fetchone()
+        return self._info(row) if row else None
+
+    def _passage_rows(self, conn: sqlite3.Connection, where: str, args: Sequence[object]) -> list[Passage]:
+        rows = conn.execute(
+            f'SELECT id, article_id, ordinal, paragraph, start, "end", text FROM passages {where}',
+            args,
+        ).fetchall()
+        return [Passage(r[1], r[2], r[3], r[4], r[5], r[6], id=r[0]) for r in rows]
+
+    def passages(self, library: str, ids: Sequence[int]) -> list[Passage]:
+        """Passages by id, in the order asked."""
+        if not ids:
+            return []
+        with self._db(library) as conn:
+            found = {
+                p.id: p
+                for p in self._passage_rows(conn, f"WHERE id IN ({','.join('?' * len(ids))})", list(ids))
+            }
+        return [found[i] for i in ids if i in found]
+
+    def article_passages(self, library: str, article_id: str) -> list[Passage]:
+        """An article's passages in order."""
+        with self._db(library) as conn:
+            return self._passage_rows(conn, "WHERE article_id=? ORDER BY ordinal", (article_id,))
+
+    def vectors(self, library: str, ids: Sequence[int]) -> NDArray[np.float32]:
+        """Stored vectors of ``ids``, in that order."""
+        m = self._matrix(library)
+        rows = np.searchsorted(m.ids, np.asarray(ids, dtype=np.int64))
+        if len(ids) and (rows.max() >= len(m.ids) or not np.array_equal(m.ids[rows], ids)):
+            raise NotFoundError("Some passages are no longer in the library; ask again.")
+        return m.vectors[rows]
+
+    def dense_search(
+        self,
+        library: str,
+        query: NDArray[np.float32],
+        k: int,
+        article_ids: Sequence[str] | None = None,
+    ) -> list[tuple[int, float]]:
+        """Exact cosine top-k with numpy; ties go to the earlier passage."""
+        m = self._matrix(library)
+        vectors, ids = m.vectors, m.ids
+        if article_ids is not None:
+            with self._db(library) as conn:
+                allowed = np.fromiter(
+                    (
+                        r[0]
+                        for r in conn.execute(
+                            f"SELECT id FROM passages WHERE article_id IN ({','.join('?' * len(article_ids))})",
+                            list(article_ids),
+                        )
+                    ),
+                    dtype=np.int64,
+                )
+            mask = np.isin(ids, allowed)
+            vectors, ids = vectors[mask], ids[mask]
+        if len(ids) == 0 or k <= 0:
+            return []
+        scores = vectors @ np.asarray(query, dtype=np.float32).reshape(-1)
+        k = min(k, len(ids))
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
+        # lexsort: primary key score descending, then passage order (row) ascending.
+        order = top[np.lexsort((top, -scores[top]))]
+        return [(int(ids[i]), float(scores[i])) for i in order]
+
+    def lexical_stats(self, library: str, terms: Sequence[str]) -> tuple[int, float, dict[str, int]]:
+        """Passage count, mean analysed length, and document frequency of ``terms``."""
+        with self._db(library) as conn:
+            n, total = conn.execute("SELECT COUNT(*), COALESCE(SUM(length), 0) FROM passages").fetchone()
+            df: dict[str, int] = {}
+            if terms:
+                df = dict(
+                    conn.execute(
+                        f"SELECT term, COUNT(*) FROM postings WHERE term IN ({','.join('?' * len(terms))}) GROUP BY term",
+                        list(terms),
+                    ).fetchall()
+                )
+        return int(n), (total / n if n else 0.0), df
+
+    def postings(
+        self, library: str, terms: Sequence[str], article_ids: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, int, int, int]]:
+        """Every posting of ``terms`` with the passage's analysed length."""
+        if not terms:
+            return iter(())
+        sql = (
+            "SELECT t.term, t.passage_id, t.tf, p.length FROM postings t JOIN passages p "
+            f"ON p.id = t.passage_id WHERE t.term IN ({','.join('?' * len(terms))})"
+        )
+        args: list[object] = list(terms)
+        if article_ids is not None:
+            sql += f" AND p.article_id IN ({','.join('?' * len(article_ids))})"
+            args.extend(article_ids)
+        with self._db(library) as conn:
+            return iter(conn.execute(sql, args).fetchall())
+
+    # ------------------------------------------------------------------ feedback and cache
+
+    def add_feedback(self, library: str, feedback: Feedback) -> None:
+        """Record a vote."""
+        with self._db(library, create=True) as conn:
+            conn.execute(
+                "INSERT INTO feedback (question, passage_id, article_id, vote, user, created_at, extra) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (
+                    feedback.question,
+                    feedback.answer_passage_id,
+                    feedback.article_id,
+                    feedback.vote,
+                    feedback.user,
+                    feedback.created_at or _now(),
+                    json.dumps(feedback.extra),
+                ),
+            )
+
+    def list_feedback(self, library: str, limit: int = 100) -> list[Feedback]:
+        """Newest votes first."""
+        with self._db(library) as conn:
+            rows = conn.execute(
+                "SELECT question, passage_id, article_id, vote, user, created_at, extra "
+                "FROM feedback ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [Feedback(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+
+    def get_cached(self, library: str, kind: str, key: str) -> str | None:
+        """A cached value or None."""
+        with self._db(library) as conn:
+            row = conn.execute("SELECT value FROM cache WHERE kind=? AND key=?", (kind, key)).fetchone()
+        return row[0] if row else None
+
+    def put_cached(self, library: str, kind: str, key: str, article_id: str, value: str) -> None:
+        """Cache a value tied to an article."""
+        with self._db(library) as conn:
+            conn.execute("INSERT OR REPLACE INTO cache VALUES (?,?,?,?)", (kind, key, article_id, value))
+
+
+def _save_npy(path: Path, array: NDArray[np.generic]) -> None:
+    """Write an array durably: temp file, fsync, rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
