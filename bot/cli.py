@@ -9,11 +9,12 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from embeddings import Answer, CitebotError, IngestReport, Library
+from embeddings import Answer, CitebotError, Encoder, IngestReport, Library
+from embeddings.library import clean_question
 
 from .config import Settings
 
@@ -109,13 +110,20 @@ class _Progress:
 class App:
     """Lazily built services for one CLI run, so ``--help`` never loads the model."""
 
-    def __init__(self, settings: Settings, out: TextIO, err: TextIO, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        out: TextIO,
+        err: TextIO,
+        quiet: bool = False,
+        encoder: Encoder | None = None,
+    ) -> None:
         self.settings = settings
         self.out = out
         self.err = err
         self.quiet = quiet
         self._store = None
-        self._encoder = None
+        self._encoder = encoder
 
     @property
     def store(self):  # type: ignore[no-untyped-def]
@@ -253,6 +261,7 @@ def cmd_ask(app: App, args: argparse.Namespace) -> int:
     question = " ".join(args.question)
     if question.strip() == "-":
         question = sys.stdin.read()
+    clean_question(question)  # an empty question fails before any model or index work
     lib = app.seeded_library(args.library)
     answer = lib.ask(question)
     if args.json:
@@ -262,7 +271,7 @@ def cmd_ask(app: App, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_chat(app: App, args: argparse.Namespace, read: Callable[[str], str] = input) -> int:
+def cmd_chat(app: App, args: argparse.Namespace) -> int:
     """citebot chat: a question loop that loads the model once."""
     lib = app.seeded_library(args.library)
     term = Terminal(app.out)
@@ -273,7 +282,7 @@ def cmd_chat(app: App, args: argparse.Namespace, read: Callable[[str], str] = in
     )
     while True:
         try:
-            line = read("? ")
+            line = input("? ")
         except (EOFError, KeyboardInterrupt):
             print(file=app.out)
             return EXIT_OK
@@ -387,8 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Entry point of the ``citebot`` command."""
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    encoder: Encoder | None = None,
+) -> int:
+    """Entry point of the ``citebot`` command. ``encoder`` replaces the configured model (tests)."""
     out = out or sys.stdout
     err = err or sys.stderr
     parser = build_parser()
@@ -400,7 +415,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         return EXIT_ERROR
     level = logging.DEBUG if args.verbose else getattr(logging, settings.log_level.upper())
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=err)
-    app = App(settings, out, err, quiet=args.quiet)
+    app = App(settings, out, err, quiet=args.quiet, encoder=encoder)
     try:
         return int(args.func(app, args))
     except CitebotError as exc:

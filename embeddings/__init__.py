@@ -20,7 +20,7 @@ from .errors import (
     NotFoundError,
 )
 from .lexical import BM25, Analyzer
-from .library import MAX_QUESTION_CHARS, Library
+from .library import MAX_QUESTION_CHARS, Library, clean_question
 from .search import SearchConfig
 from .sentences import split_sentences
 from .store import ArticleWrite, Feedback, IndexSpec, Store
@@ -77,6 +77,7 @@ __all__ = [
     "SummarySentence",
     "chunk_document",
     "clean_article",
+    "clean_question",
     "expand_paths",
     "load_file",
     "parse_html",

@@ -91,7 +91,7 @@ _MONTHS = {
 }
 _MONTH_RE = r"(?P<mon>" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
 _DATE_PATTERNS = [
-    re.compile(r"\b(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})\b"),
+    re.compile(r"(?<!\d)(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})(?!\d)"),
     re.compile(
         r"\b(?P<d>\d{1,2})(?:st|nd|rd|th)?\.?\s+(?:of\s+)?" + _MONTH_RE + r",?\s+(?P<y>\d{4})\b",
         re.I,
@@ -325,7 +325,8 @@ def clean_article(
 
     body = lines[body_start.index :]
     # Date-only and byline lines right at the top of the body are metadata, not text.
-    body = _drop_leading_meta(body)
+    body, body_date = _drop_leading_meta(body)
+    date = date or body_date
     kept = [line for line in body if not (line and is_boilerplate(line))]
     while kept and (not kept[-1] or _is_stray(kept[-1])):
         kept.pop()  # trailing widget labels and ad words
@@ -386,11 +387,15 @@ def _skip_header(lines: list[str], *, want_title: bool) -> _Header:
     return _Header(0)
 
 
-def _drop_leading_meta(body: list[str]) -> list[str]:
+def _drop_leading_meta(body: list[str]) -> tuple[list[str], str | None]:
+    """Drop date and byline lines at the top of the body; return the first date they give."""
     out = list(body)
+    found: str | None = None
     while out and (not out[0] or _date_only_line(out[0]) or _parse_byline(out[0])):
-        out.pop(0)
-    return out
+        line = out.pop(0)
+        if line and found is None:
+            found = _date_only_line(line) or (_parse_byline(line) or (None, None))[1]
+    return out, found
 
 
 def _first_words(text: str, limit: int = 80) -> str:

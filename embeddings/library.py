@@ -40,6 +40,22 @@ ProgressFn = Callable[[int, int], None]
 """Called as ``progress(done, total)`` while passages are embedded."""
 
 
+def clean_question(question: str) -> tuple[str, tuple[str, ...]]:
+    """Normalise a question's whitespace and cut it to :data:`MAX_QUESTION_CHARS`.
+
+    Returns the question and notes for the user (e.g. that it was truncated); raises
+    :class:`InputError` for an empty question.
+    """
+    if not isinstance(question, str) or not question.strip():
+        raise InputError("The question is empty: type what you want to know.")
+    q = " ".join(question.split())
+    if len(q) <= MAX_QUESTION_CHARS:
+        return q, ()
+    cut = q[:MAX_QUESTION_CHARS].rsplit(" ", 1)[0] or q[:MAX_QUESTION_CHARS]
+    note = f"Your question was {len(q):,} characters long; only the first {len(cut):,} were used."
+    return cut, (note,)
+
+
 class Library:
     """One named library: ingest, list, forget, search and answer."""
 
@@ -132,11 +148,15 @@ class Library:
         contains = [a for a in articles if low in a.title.casefold()]
         if len(contains) == 1 and len(low) >= 8:
             return contains[0]
-        titles = [a.title for a in articles]
-        close = difflib.get_close_matches(ref, titles, n=5, cutoff=0.5)
+        # Fuzzy: resolve a near-exact title (a typo) when it clearly beats the runner-up.
+        scored = sorted(
+            ((difflib.SequenceMatcher(None, low, a.title.casefold()).ratio(), a) for a in articles),
+            key=lambda sa: -sa[0],
+        )
+        if scored and scored[0][0] >= 0.85 and (len(scored) == 1 or scored[0][0] - scored[1][0] >= 0.05):
+            return scored[0][1]
+        close = [a.title for ratio, a in scored if ratio >= 0.5]
         ranked = list(dict.fromkeys([a.title for a in contains] + close))[:5]
-        if len(close) == 1 and difflib.SequenceMatcher(None, low, close[0].casefold()).ratio() >= 0.9:
-            return next(a for a in articles if a.title == close[0])
         hint = (" Did you mean: " + "; ".join(f"“{t}”" for t in ranked) + "?") if ranked else ""
         raise NotFoundError(f"No article matches {ref!r} in library {self.name!r}.{hint}", tuple(ranked))
 
@@ -348,20 +368,10 @@ class Library:
 
     # ------------------------------------------------------------------ reading
 
-    def _question(self, question: str) -> tuple[str, tuple[str, ...]]:
-        if not isinstance(question, str) or not question.strip():
-            raise InputError("The question is empty: type what you want to know.")
-        q = " ".join(question.split())
-        if len(q) > MAX_QUESTION_CHARS:
-            cut = q[:MAX_QUESTION_CHARS].rsplit(" ", 1)[0] or q[:MAX_QUESTION_CHARS]
-            note = f"Your question was {len(q):,} characters long; only the first {len(cut):,} were used."
-            return cut, (note,)
-        return q, ()
-
     def search(self, question: str, k: int = 5, article_ids: Sequence[str] | None = None) -> list[Hit]:
         """The ``k`` passages that best match ``question``, best first."""
         self._check()
-        q, _ = self._question(question)
+        q, _ = clean_question(question)
         qvec = self.retriever.embed_query(q)
         return self._hits(self.retriever.candidates(self.name, q, qvec, article_ids)[:k])
 
@@ -394,7 +404,7 @@ class Library:
     def ask(self, question: str, *, k: int = 4, article_ids: Sequence[str] | None = None) -> Answer:
         """Answer from the library: the best passage, its answering sentence, or a refusal."""
         self._check()
-        q, notes = self._question(question)
+        q, notes = clean_question(question)
         qvec = self.retriever.embed_query(q)
         hits = self._hits(self.retriever.candidates(self.name, q, qvec, article_ids)[:k])
         if not hits:

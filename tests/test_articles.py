@@ -1,0 +1,263 @@
+"""Article cleaning: metadata, boilerplate and paragraphs, on the seed and on other shapes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from embeddings import InputError, expand_paths, load_file
+from embeddings.articles import clean_article, is_boilerplate, parse_date, parse_markdown
+
+from .conftest import SEED
+
+
+def _only(path: Path):
+    items = list(load_file(path))
+    assert len(items) == 1
+    assert not isinstance(items[0], Exception), items[0]
+    return items[0]
+
+
+def test_seed_metadata_and_boilerplate():
+    doc = _only(SEED)
+    assert doc.title == (
+        "Blinken says US has seen reports of Russian abuses in Ukraine that 'would constitute a war crime'"
+    )
+    assert doc.byline == "Prof. Ahlam"
+    assert doc.date == "2022-03-07"
+    assert "Secretary of State Antony Blinken 1" not in doc.text
+    assert "01:01" not in doc.text
+    assert "See Sec. of State Blinken's answer" not in doc.text
+    assert "TurboTax" not in doc.text
+    assert "By Prof. Ahlam" not in doc.text
+    assert doc.text.startswith("Washington (CNN) Secretary of State Antony Blinken said Sunday")
+    assert doc.text.endswith("I'm sure act on that,\" he said.")
+    assert "\u00a0" not in doc.text  # non-breaking spaces normalised
+
+
+def test_seed_paragraph_spans_are_exact():
+    doc = _only(SEED)
+    assert len(doc.paragraphs) == 12
+    joined = "\n\n".join(doc.text[a:b] for a, b in doc.paragraphs)
+    assert joined == doc.text
+    # Lines of the original without a blank line between them are separate paragraphs.
+    assert doc.text[slice(*doc.paragraphs[3])].startswith("The International Criminal Court")
+    assert doc.text[slice(*doc.paragraphs[4])].startswith("The American Embassy in Kyiv")
+
+
+def test_other_news_shape_with_updated_line_share_and_caption():
+    raw = """POLITICS
+
+City council approves new bike lanes after heated debate
+
+By Maria Gomez and John Smith, The Daily Planet
+Updated 10:32 AM ET, Mon March 7, 2022
+
+Share Tweet Email
+
+The city council voted 7-2 on Tuesday to approve 40 miles of protected bike lanes.
+Watch: Council members argue over the plan 02:15
+Supporters said the lanes would cut traffic deaths. Opponents worried about parking.
+
+Advertisement
+
+Construction starts in May, officials said.
+Related: Mayor unveils budget
+Read more
+"""
+    doc = clean_article(raw, key="k")
+    assert doc.title == "City council approves new bike lanes after heated debate"
+    assert doc.byline == "Maria Gomez and John Smith, The Daily Planet"
+    assert doc.date == "2022-03-07"
+    for junk in ("POLITICS", "Share", "Watch:", "Advertisement", "Related", "Read more", "Updated"):
+        assert junk not in doc.text
+    assert doc.text.startswith("The city council voted 7-2")
+    assert doc.text.endswith("Construction starts in May, officials said.")
+
+
+def test_plain_text_without_byline_uses_first_line_as_title():
+    raw = "A short history of tea\n\nTea was first drunk in China.\nIt reached Europe in the 1600s.\n"
+    doc = clean_article(raw, key="k")
+    assert doc.title == "A short history of tea"
+    assert doc.byline is None and doc.date is None
+    assert len(doc.paragraphs) == 2
+
+
+def test_body_sentence_starting_with_by_is_not_a_byline():
+    raw = "Storm report\n\nBy the time we arrived, the storm had passed and the river was calm again.\n"
+    doc = clean_article(raw, key="k")
+    assert doc.byline is None
+    assert doc.text.startswith("By the time we arrived")
+
+
+def test_hard_wrapped_text_is_rejoined():
+    raw = (
+        "Notes on rivers\n\n"
+        "Rivers carry water from high ground to the sea and shape the land\n"
+        "they cross. Over thousands of years they cut valleys, build deltas\n"
+        "and move enormous amounts of sediment downstream to the coast.\n\n"
+        "Floods are part of a river's life.\n"
+    )
+    doc = clean_article(raw, key="k")
+    assert len(doc.paragraphs) == 2
+    assert "shape the land they cross." in doc.text
+
+
+def test_markdown_front_matter_and_syntax():
+    md = """---
+title: "Growing tomatoes"
+author: Ann Lee
+date: 2021-05-04
+url: https://example.org/tomatoes
+---
+
+# Ignored because front matter has a title
+
+Tomatoes need **full sun** and [rich soil](https://x.y).
+They are thirsty plants.
+
+- Water deeply twice a week.
+- Stake the stems.
+
+![a photo](img.png)
+"""
+    doc = parse_markdown(md, key="k")
+    assert (doc.title, doc.byline, doc.date, doc.url) == (
+        "Growing tomatoes",
+        "Ann Lee",
+        "2021-05-04",
+        "https://example.org/tomatoes",
+    )
+    assert "Tomatoes need full sun and rich soil. They are thirsty plants." in doc.text
+    assert "Water deeply twice a week." in doc.text
+    assert "**" not in doc.text and "](" not in doc.text and "img.png" not in doc.text
+
+
+def test_markdown_heading_is_title_without_front_matter(tmp_path: Path):
+    f = tmp_path / "note.md"
+    f.write_text("# Bees\n\nBees make honey.\n")
+    doc = _only(f)
+    assert doc.title == "Bees"
+    assert doc.text == "Bees make honey."
+
+
+def test_html_through_trafilatura(tmp_path: Path):
+    body = " ".join(["The harbour was rebuilt after the storm of 1987."] * 3)
+    html = f"""<html><head><title>Harbour rebuilt | Coastal News</title>
+<meta property="og:title" content="Harbour rebuilt after storm">
+<meta name="author" content="Rita Moreno">
+<meta property="article:published_time" content="2020-06-01T09:00:00Z">
+</head><body><nav><a href="/">Home</a> <a href="/news">News</a></nav>
+<article><h1>Harbour rebuilt after storm</h1>
+<p>{body}</p>
+<p>Fishing boats returned in the spring, and the market reopened on the quay with new stalls.</p>
+<p>Share this article</p>
+</article><footer>Copyright 2020 Coastal News. All rights reserved.</footer></body></html>"""
+    f = tmp_path / "page.html"
+    f.write_text(html)
+    doc = _only(f)
+    assert doc.title == "Harbour rebuilt after storm"
+    assert doc.byline == "Rita Moreno"
+    assert doc.date == "2020-06-01"
+    assert "Fishing boats returned" in doc.text
+    assert "Home" not in doc.text and "Copyright" not in doc.text and "Share this" not in doc.text
+
+
+def test_jsonl_records_and_a_malformed_line(tmp_path: Path):
+    f = tmp_path / "a.jsonl"
+    lines = [
+        json.dumps({"id": "r1", "title": "One", "text": "First article text.", "author": "A"}),
+        "{not json",
+        json.dumps(
+            {
+                "id": "r2",
+                "title": "Two",
+                "paragraphs": ["Para one.", "Para two."],
+                "url": "https://e.x/2",
+                "date": "March 3, 2020",
+            }
+        ),
+        json.dumps({"id": "r3", "title": "No text"}),
+    ]
+    f.write_text("\n".join(lines) + "\n")
+    items = list(load_file(f))
+    docs = [i for i in items if not isinstance(i, Exception)]
+    errors = [str(i) for i in items if isinstance(i, Exception)]
+    assert [d.title for d in docs] == ["One", "Two"]
+    assert docs[1].paragraphs == ((0, 9), (11, 20))
+    assert docs[1].url == "https://e.x/2" and docs[1].date == "2020-03-03"
+    assert any(":2: not valid JSON" in e for e in errors)
+    assert any(":4: no text" in e for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "empty"),
+        (b"   \n\n", "empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+        ("café olé".encode("latin-1"), "not UTF-8"),
+    ],
+)
+def test_bad_files_give_reasons(tmp_path: Path, content: bytes, reason: str):
+    f = tmp_path / "bad.txt"
+    f.write_bytes(content)
+    (item,) = list(load_file(f))
+    assert isinstance(item, InputError)
+    assert reason in str(item) and "bad.txt" in str(item)
+
+
+def test_expand_paths_reports_empty_folder_and_unsupported(tmp_path: Path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "x.pdf").write_bytes(b"%PDF")
+    files, problems = expand_paths([empty, tmp_path / "x.pdf", tmp_path / "missing.txt"])
+    assert files == []
+    text = " | ".join(str(p) for p in problems)
+    assert "no files to ingest" in text and "unsupported file type" in text and "no such file" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "iso"),
+    [
+        ("07. Mar 2022", "2022-03-07"),
+        ("March 7, 2022", "2022-03-07"),
+        ("Mon 7th March 2022", "2022-03-07"),
+        ("2022-03-07T10:00:00Z", "2022-03-07"),
+        ("Sept. 30 2019", "2019-09-30"),
+        ("no date here", None),
+        ("February 30, 2020", None),
+    ],
+)
+def test_parse_date(text: str, iso: str | None):
+    assert parse_date(text) == iso
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Is Russia committing war crimes? See Sec. of State Blinken's answer 01:01",
+        "Share on Facebook",
+        "Facebook Twitter Email",
+        "ADVERTISEMENT",
+        "Story continues below advertisement",
+        "Sign up for our daily newsletter",
+        "Photo credit: Getty Images",
+    ],
+)
+def test_boilerplate_lines(line: str):
+    assert is_boilerplate(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "The meeting started at 10:30 and ended an hour later with a vote on the budget for next year.",
+        "Share prices rose sharply on Monday after the announcement.",
+        "Readers shared their stories with us.",
+    ],
+)
+def test_article_lines_are_not_boilerplate(line: str):
+    assert not is_boilerplate(line)

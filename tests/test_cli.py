@@ -1,0 +1,159 @@
+"""The command line, run in-process with the real model injected (loaded once per session)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import EXIT_ERROR, EXIT_OK, main
+
+from .conftest import ROOT, SEED
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the CLI at a temp data folder and a seeds folder holding the seed article."""
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / SEED.name).write_bytes(SEED.read_bytes())
+    monkeypatch.setenv("CITEBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CITEBOT_SEEDS_DIR", str(seeds))
+    monkeypatch.delenv("CITEBOT_LIBRARY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(model, *argv: str, stdin: str | None = None) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.stdin
+    if stdin is not None:
+        sys.stdin = io.StringIO(stdin)
+    try:
+        code = main(list(argv), out=out, err=err, encoder=model)
+    finally:
+        sys.stdin = old
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_ask_builds_the_index_from_seeds_on_first_use(env: Path, model):
+    code, out, err = run(model, "ask", "What has the US seen in Ukraine?")
+    assert code == EXIT_OK, err
+    assert "Built library 'default'" in err
+    assert "**" in out  # the highlighted sentence (no TTY, so Markdown bold)
+    assert "reports of Russian abuses in Ukraine" in out
+    assert "Blinken says US has seen reports" in out and "Prof. Ahlam" in out and "2022-03-07" in out
+    assert "¶ 1" in out
+    # The second run reuses the index.
+    code, out, err = run(model, "ask", "What did the American Embassy in Kyiv say?")
+    assert code == EXIT_OK and "Built library" not in err
+    assert "nuclear power plant" in out and "¶ 5" in out
+
+
+def test_ask_json(env: Path, model):
+    code, out, _ = run(model, "ask", "--json", "How many refugees have crossed into neighboring countries?")
+    data = json.loads(out)
+    assert code == EXIT_OK and data["answered"] is True
+    assert "1.5 million" in data["sentence"]
+    assert data["citation"]["paragraph"] == 11 and data["citation"]["byline"] == "Prof. Ahlam"
+
+
+def test_unrelated_question_is_declined(env: Path, model):
+    code, out, _ = run(model, "ask", "What is a good recipe for banana bread?")
+    assert code == EXIT_OK
+    assert "I couldn't find this in the library." in out
+    assert "Closest articles:" in out
+    assert "**" not in out  # nothing quoted as if it were the answer
+
+
+def test_empty_question(env: Path, model):
+    code, out, err = run(model, "ask", "   ")
+    assert code == EXIT_ERROR and out == ""
+    assert err.strip() == "citebot: The question is empty: type what you want to know."
+
+
+def test_100kb_question_is_truncated_with_a_note(env: Path, model):
+    question = "What did Blinken say about war crimes? " + "filler " * 15000
+    assert len(question) > 100_000
+    code, out, err = run(model, "ask", "-", stdin=question)
+    assert code == EXIT_OK, err
+    assert "only the first" in out and "characters" in out
+    assert "war crime" in out
+
+
+def test_ingest_articles_forget(env: Path, model):
+    folder = env / "more"
+    folder.mkdir()
+    (folder / "bees.md").write_text("---\ntitle: Bees\nauthor: Ann\n---\n\nBees make honey from nectar.\n")
+    (folder / "blob.txt").write_bytes(b"\x00\x01\x02binary")
+    (folder / "latin.txt").write_bytes("caf\xe9".encode("latin-1"))
+    code, out, err = run(model, "ingest", str(folder))
+    assert code == EXIT_OK
+    assert "added" in out and "Bees" in out
+    assert "blob.txt: looks like a binary file" in err
+    assert "latin.txt: is not UTF-8 text" in err
+    assert "1 added, 0 replaced, 0 unchanged, 2 skipped." in out
+    code, out, _ = run(model, "ingest", str(folder / "bees.md"))
+    assert "unchanged" in out
+    code, out, _ = run(model, "articles")
+    assert "Bees" in out and "1 article(s)" in out
+    code, out, _ = run(model, "articles", "--json")
+    assert json.loads(out)[0]["title"] == "Bees"
+    code, out, _ = run(model, "forget", "bees")
+    assert code == EXIT_OK and "Forgot" in out
+    code, _, err = run(model, "forget", "bees")
+    assert code == EXIT_ERROR and "No article matches 'bees'" in err
+
+
+def test_ingest_nothing_usable_fails(env: Path, model):
+    empty = env / "empty"
+    empty.mkdir()
+    code, _, err = run(model, "ingest", str(empty))
+    assert code == EXIT_ERROR
+    assert "no files to ingest here" in err
+
+
+def test_missing_library(env: Path, model):
+    code, _, err = run(model, "ask", "--library", "nowhere", "hello?")
+    assert code == EXIT_ERROR
+    assert "Library 'nowhere'" in err and "citebot ingest" in err
+
+
+def test_chat_loop(env: Path, model, monkeypatch: pytest.MonkeyPatch):
+    answers = iter(["Who echoed Blinken on Sunday?", "", "never reached"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    code, out, _ = run(model, "chat")
+    assert code == EXIT_OK
+    assert "Thomas-Greenfield" in out
+
+
+def test_help_is_fast_and_lists_commands():
+    # --help must not import torch or load the model.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from bot.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit: pass\n"
+            "print('torch' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert proc.stdout.strip().endswith("False")
+    for cmd in ("ingest", "articles", "forget", "ask", "chat", "rebuild"):
+        assert cmd in proc.stdout
+
+
+def test_bad_setting_is_reported(env: Path, model, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CITEBOT_CHUNK_TOKENS", "lots")
+    code, _, err = run(model, "articles")
+    assert code == EXIT_ERROR
+    assert "CITEBOT_CHUNK_TOKENS must be a whole number, not 'lots'" in err

@@ -1,0 +1,370 @@
+"""The local store and the library: incremental, atomic, locked, and loud when damaged.
+
+Uses the deterministic hash encoder: none of this depends on the model.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embeddings import (
+    ChunkSpec,
+    CorruptIndexError,
+    Document,
+    HashEncoder,
+    IndexMismatchError,
+    Library,
+    LibraryBusyError,
+    LocalStore,
+    NotFoundError,
+)
+from embeddings.articles import assemble
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def doc(key: str, title: str, *paragraphs: str) -> Document:
+    text, spans = assemble(paragraphs)
+    return Document(key=key, title=title, text=text, paragraphs=spans, source=key)
+
+
+CATS = doc("cats", "All about cats", "Cats purr when content.", "Cats sleep sixteen hours a day.")
+DOGS = doc("dogs", "All about dogs", "Dogs bark at strangers.", "Dogs love long walks in the park.")
+
+
+def integrity(store: LocalStore, library: str) -> None:
+    """Every article has exactly its passages and vectors; raises if the index is damaged."""
+    infos = store.list_articles(library)
+    total = 0
+    for info in infos:
+        passages = store.article_passages(library, info.id)
+        assert len(passages) == info.passage_count
+        assert [p.ordinal for p in passages] == list(range(info.passage_count))
+        total += len(passages)
+        store.vectors(library, [p.id for p in passages])
+    assert store._matrix(library).vectors.shape[0] == total
+
+
+def test_ingest_is_incremental(hash_library: Library):
+    r1 = hash_library.ingest([CATS, DOGS])
+    assert [r.status for r in r1.results] == ["added", "added"]
+    r2 = hash_library.ingest([CATS, DOGS])
+    assert [r.status for r in r2.results] == ["unchanged", "unchanged"]
+    gen = hash_library.store.generation("test")
+    changed = doc(
+        "cats", "All about cats", "Cats purr when content.", "Cats can jump five times their height."
+    )
+    r3 = hash_library.ingest([changed])
+    assert r3.results[0].status == "replaced"
+    assert r3.results[0].article.id == r1.results[0].article.id  # same id across versions
+    assert hash_library.store.generation("test") == gen + 1
+    assert len(hash_library.articles()) == 2
+    hit = hash_library.search("jump height", k=1)[0]
+    assert "jump" in hit.passage.text
+    assert not any("sixteen" in h.passage.text for h in hash_library.search("sleep sixteen hours", k=5))
+    integrity(hash_library.store, "test")
+
+
+def test_same_text_under_another_key_is_not_duplicated(hash_library: Library):
+    hash_library.ingest([CATS])
+    twin = replace(CATS, key="cats-copy")
+    report = hash_library.ingest([twin])
+    assert report.results[0].status == "unchanged"
+    assert len(hash_library.articles()) == 1
+
+
+def test_forget_by_title_and_id(hash_library: Library):
+    hash_library.ingest([CATS, DOGS])
+    info = hash_library.forget("all about cats")
+    assert info.title == "All about cats"
+    assert [a.title for a in hash_library.articles()] == ["All about dogs"]
+    dogs_id = hash_library.articles()[0].id
+    hash_library.forget(dogs_id[:5])
+    assert hash_library.articles() == []
+    integrity(hash_library.store, "test")
+
+
+def test_unknown_article_suggests_close_titles(hash_library: Library):
+    hash_library.ingest([CATS, DOGS])
+    with pytest.raises(NotFoundError) as err:
+        hash_library.resolve("All about catz and more")
+    assert "All about cats" in str(err.value)
+    assert "All about cats" in err.value.suggestions
+    assert hash_library.resolve("all about dgos").title == "All about dogs"
+
+
+def test_libraries_are_isolated(store: LocalStore, hash_encoder: HashEncoder):
+    a = Library(store, hash_encoder, "guild-1")
+    b = Library(store, hash_encoder, "guild-2")
+    a.ingest([CATS])
+    b.ingest([DOGS])
+    assert [x.title for x in a.articles()] == ["All about cats"]
+    assert all(h.article.title == "All about dogs" for h in b.search("cats purr", k=5))
+    assert store.libraries() == ["guild-1", "guild-2"]
+
+
+def test_missing_library_says_how_to_fill_it(hash_library: Library):
+    with pytest.raises(NotFoundError, match="citebot ingest"):
+        hash_library.ask("anything?")
+
+
+def test_invalid_library_name_is_refused(store: LocalStore, hash_encoder: HashEncoder):
+    with pytest.raises(Exception, match="not a valid library name"):
+        Library(store, hash_encoder, "../etc")
+
+
+def test_other_model_refuses_to_load_and_rebuild_fixes_it(store: LocalStore):
+    Library(store, HashEncoder(dim=64), "lib").ingest([CATS, DOGS])
+    other = Library(store, HashEncoder(dim=32), "lib")
+    with pytest.raises(IndexMismatchError) as err:
+        other.ask("cats?")
+    assert "hash-64" in str(err.value) and "hash-32" in str(err.value)
+    assert "citebot rebuild --library lib" in str(err.value)
+    report = other.rebuild()
+    assert len(report.results) == 2
+    assert other.search("dogs bark", k=1)[0].article.title == "All about dogs"
+    assert store.spec("lib").model == "hash-32"
+
+
+def test_chunk_size_change_is_a_mismatch(store: LocalStore, hash_encoder: HashEncoder):
+    Library(store, hash_encoder, "lib", chunk=ChunkSpec(40)).ingest([CATS])
+    with pytest.raises(IndexMismatchError, match="max_tokens"):
+        Library(store, hash_encoder, "lib", chunk=ChunkSpec(20)).articles()
+
+
+def _vector_file(store: LocalStore, library: str) -> Path:
+    (path,) = store.library_dir(library).glob("vectors.*.npy")
+    return path
+
+
+def test_corrupt_vectors_file_is_detected_and_rebuild_repairs_it(tmp_path: Path, hash_encoder: HashEncoder):
+    store = LocalStore(tmp_path)
+    Library(store, hash_encoder, "lib").ingest([CATS, DOGS])
+    store.close()
+    path = _vector_file(store, "lib")
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # flip bits in the last vector
+    path.write_bytes(bytes(data))
+    fresh = LocalStore(tmp_path)
+    lib = Library(fresh, hash_encoder, "lib")
+    with pytest.raises(CorruptIndexError, match=r"checksum.*citebot rebuild"):
+        lib.ask("cats?")
+    lib.rebuild()
+    assert lib.search("dogs bark", k=1)[0].article.title == "All about dogs"
+
+
+def test_truncated_vectors_file_is_detected(tmp_path: Path, hash_encoder: HashEncoder):
+    store = LocalStore(tmp_path)
+    Library(store, hash_encoder, "lib").ingest([CATS, DOGS])
+    store.close()
+    path = _vector_file(store, "lib")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CorruptIndexError, match=r"damaged|do not match"):
+        Library(LocalStore(tmp_path), hash_encoder, "lib").search("cats")
+
+
+def test_missing_vectors_file_is_detected(tmp_path: Path, hash_encoder: HashEncoder):
+    store = LocalStore(tmp_path)
+    Library(store, hash_encoder, "lib").ingest([CATS])
+    store.close()
+    _vector_file(store, "lib").unlink()
+    with pytest.raises(CorruptIndexError, match="missing"):
+        Library(LocalStore(tmp_path), hash_encoder, "lib").search("cats")
+
+
+def test_corrupt_database_is_detected(tmp_path: Path, hash_encoder: HashEncoder):
+    store = LocalStore(tmp_path)
+    Library(store, hash_encoder, "lib").ingest([CATS])
+    store.close()
+    db = store.library_dir("lib") / "index.sqlite3"
+    for extra in db.parent.glob("index.sqlite3-*"):
+        extra.unlink()
+    db.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CorruptIndexError, match="damaged"):
+        Library(LocalStore(tmp_path), hash_encoder, "lib").articles()
+
+
+def test_dense_search_breaks_ties_by_passage_order(store: LocalStore, hash_encoder: HashEncoder):
+    lib = Library(store, hash_encoder, "lib")
+    lib.ingest([doc("a", "A", "same words here."), doc("b", "B", "same words here!")])
+    # Same text in both: vectors identical, so the earlier passage must win.
+    ids = [pid for pid, _ in store.dense_search("lib", hash_encoder.encode(["same words"])[0], 2)]
+    assert ids == sorted(ids)
+
+
+# ---------------------------------------------------------------------- other processes
+
+_SLOW_INGEST = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from embeddings import Document, HashEncoder, Library, LocalStore
+    from embeddings.articles import assemble
+
+    class SlowEncoder(HashEncoder):
+        def encode(self, texts, *, kind="passage", progress=None):
+            print("encoding", len(texts), flush=True)
+            time.sleep({delay})
+            return super().encode(texts, kind=kind, progress=progress)
+
+    docs = []
+    for i in range(40):
+        text, spans = assemble([f"Article {{i}} talks about topic {{i}} at length.", f"More on {{i}}."])
+        docs.append(Document(key=f"k{{i}}", title=f"Article {{i}}", text=text, paragraphs=spans))
+    lib = Library(LocalStore({data!r}), SlowEncoder(dim=64, max_tokens=48), "lib")
+    print("started", flush=True)
+    report = lib.ingest(docs, batch_passages=4)
+    print("finished", report.count("added"), flush=True)
+    """
+)
+
+
+def _spawn(tmp_path: Path, delay: float) -> subprocess.Popen[str]:
+    script = tmp_path / "slow_ingest.py"
+    script.write_text(_SLOW_INGEST.format(root=str(ROOT), data=str(tmp_path / "data"), delay=delay))
+    return subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _wait_for(proc: subprocess.Popen[str], word: str, count: int = 1) -> None:
+    seen = 0
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise AssertionError(f"process ended early: {proc.stderr.read()}")  # type: ignore[union-attr]
+        if line.startswith(word):
+            seen += 1
+            if seen >= count:
+                return
+    raise AssertionError(f"timed out waiting for {word!r}")
+
+
+def test_killed_ingest_keeps_previous_state_and_whole_articles(tmp_path: Path, hash_encoder: HashEncoder):
+    store = LocalStore(tmp_path / "data")
+    lib = Library(store, hash_encoder, "lib")
+    lib.ingest([CATS, DOGS])
+    before = {a.id: a.content_hash for a in lib.articles()}
+    proc = _spawn(tmp_path, delay=0.3)
+    _wait_for(proc, "encoding", count=3)  # a few batches committed, one in flight
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    fresh = LocalStore(tmp_path / "data")
+    after = {a.id: a for a in fresh.list_articles("lib")}
+    for aid, digest in before.items():
+        assert after[aid].content_hash == digest
+    assert 2 < len(after) < 42  # some batches landed, the rest did not
+    integrity(fresh, "lib")
+    # And the library keeps working: the same ingest run again completes the rest.
+    proc = _spawn(tmp_path, delay=0)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert len(LocalStore(tmp_path / "data").list_articles("lib")) == 42
+
+
+_KILL_MID_WRITE = textwrap.dedent(
+    """
+    import os, signal, sys
+    sys.path.insert(0, {root!r})
+    from embeddings import Document, HashEncoder, Library, LocalStore
+    from embeddings.articles import assemble
+    from embeddings.store import local
+
+    real_save = local._save_npy
+    def save_then_die(path, array):
+        real_save(path, array)
+        if path.name.startswith("ids."):
+            os.kill(os.getpid(), signal.SIGKILL)  # new files on disk, transaction not committed
+    local._save_npy = save_then_die
+    text, spans = assemble(["Birds sing at dawn."])
+    lib = Library(LocalStore({data!r}), HashEncoder(dim=64, max_tokens=48), "lib")
+    lib.ingest([Document(key="birds", title="Birds", text=text, paragraphs=spans)])
+    """
+)
+
+
+def test_kill_between_vector_files_and_commit(tmp_path: Path, hash_encoder: HashEncoder):
+    lib = Library(LocalStore(tmp_path / "data"), hash_encoder, "lib")
+    lib.ingest([CATS, DOGS])
+    script = tmp_path / "die.py"
+    script.write_text(_KILL_MID_WRITE.format(root=str(ROOT), data=str(tmp_path / "data")))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    fresh = Library(LocalStore(tmp_path / "data"), hash_encoder, "lib")
+    assert sorted(a.title for a in fresh.articles()) == ["All about cats", "All about dogs"]
+    integrity(fresh.store, "lib")
+    # The next write cleans the orphaned files and works.
+    fresh.ingest([doc("birds", "Birds", "Birds sing at dawn.")])
+    assert len(list(fresh.store.library_dir("lib").glob("vectors.*.npy"))) == 1
+    integrity(fresh.store, "lib")
+
+
+def test_second_writer_gets_a_clear_message(tmp_path: Path, hash_encoder: HashEncoder):
+    proc = _spawn(tmp_path, delay=0.5)
+    try:
+        _wait_for(proc, "encoding")
+        lib = Library(LocalStore(tmp_path / "data"), hash_encoder, "lib")
+        with pytest.raises(LibraryBusyError) as err:
+            lib.ingest([CATS])
+        message = str(err.value)
+        assert "another citebot process" in message and f"pid {proc.pid}" in message
+        assert "Wait for it to finish" in message
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_ctrl_c_during_cli_ingest(tmp_path: Path):
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    for i in range(30):
+        (folder / f"a{i:02}.txt").write_text(
+            f"Title {i}\n\n" + " ".join(f"Sentence {j} of {i}." for j in range(200))
+        )
+    env = {**os.environ, "CITEBOT_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "ingest", str(folder)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    # Wait until the model is loaded and embedding has begun, then interrupt.
+    data = tmp_path / "data" / "libraries" / "default"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (data / "writer.json").exists():
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Interrupted" in err and "run the same command again" in err
+    store = LocalStore(tmp_path / "data")
+    if store.spec("default") is not None:
+        integrity(store, "default")
+    assert not (data / "writer.json").exists()  # the lock was released
+
+
+def test_vectors_are_float32_normalised_and_ordered(store: LocalStore, hash_encoder: HashEncoder):
+    lib = Library(store, hash_encoder, "lib")
+    lib.ingest([CATS, DOGS])
+    m = store._matrix("lib")
+    assert m.vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(m.vectors, axis=1), 1.0, rtol=1e-5)
+    assert list(m.ids) == sorted(m.ids)
+    with sqlite3.connect(store.library_dir("lib") / "index.sqlite3") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM passages").fetchone()[0] == len(m.ids)
