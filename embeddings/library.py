@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .answer import pick_sentence
 from .articles import content_hash, expand_paths, load_file
 from .chunking import ChunkSpec, chunk_document
 from .encoder import Encoder
 from .errors import CitebotError, IndexMismatchError, InputError, NotFoundError
 from .lexical import Analyzer
 from .search import Candidate, Retriever, SearchConfig
+from .sentences import split_sentences
 from .store import ArticleWrite, IndexSpec, Store, check_library_name
 from .types import (
     Answer,
@@ -258,6 +258,9 @@ class Library:
             paragraph_count=len(doc.paragraphs),
             added_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
+        sentences = [
+            (p.ordinal, a, b) for p in passages for a, b in split_sentences(doc.text, p.start, p.end)
+        ]
         return ArticleWrite(
             info=info,
             text=doc.text,
@@ -265,20 +268,56 @@ class Library:
             passages=passages,
             vectors=np.zeros((len(passages), self.encoder.dim), dtype=np.float32),
             terms=[self.analyzer.counts(p.text) for p in passages],
+            sentences=sentences,
+            sentence_vectors=np.zeros((len(sentences), self.encoder.dim), dtype=np.float32),
         )
 
     def _embed(
         self, writes: Sequence[ArticleWrite], progress: Callable[[int], None] | None
     ) -> list[ArticleWrite]:
-        """Embed the passages of ``writes`` in one pass and attach the vectors."""
+        """Embed passages and their (distinct) sentences in one pass and attach the vectors.
+
+        Progress counts passages; a passage is reported once its sentences are done too.
+        """
         texts = [p.text for w in writes for p in w.passages]
-        vectors = self.encoder.encode(texts, kind="passage", progress=progress)
+        # A sentence shared by overlapping passages is embedded once.
+        spans: dict[tuple[int, int, int], int] = {}
+        for wi, w in enumerate(writes):
+            for _, a, b in w.sentences:
+                spans.setdefault((wi, a, b), len(spans))
+        sentence_texts = [writes[wi].text[a:b] for wi, a, b in spans]
+        n_passages = len(texts)
+        scale = n_passages / max(1, n_passages + len(sentence_texts))
+        reported = 0
+        seen = 0
+
+        def step(n: int) -> None:
+            nonlocal reported, seen
+            seen += n
+            now = int(seen * scale)
+            if progress is not None and now > reported:
+                progress(now - reported)
+                reported = now
+
+        vectors = self.encoder.encode(texts + sentence_texts, kind="passage", progress=step)
+        if progress is not None and n_passages > reported:
+            progress(n_passages - reported)
         out: list[ArticleWrite] = []
         row = 0
-        for w in writes:
+        for wi, w in enumerate(writes):
             n = len(w.passages)
+            rows = [n_passages + spans[(wi, a, b)] for _, a, b in w.sentences]
             out.append(
-                ArticleWrite(w.info, w.text, w.paragraphs, w.passages, vectors[row : row + n], w.terms)
+                ArticleWrite(
+                    w.info,
+                    w.text,
+                    w.paragraphs,
+                    w.passages,
+                    vectors[row : row + n],
+                    w.terms,
+                    w.sentences,
+                    vectors[rows].reshape(len(rows), -1),
+                )
             )
             row += n
         return out
@@ -396,7 +435,13 @@ class Library:
                     article=info,
                     score=c.score,
                     rank=len(hits) + 1,
-                    scores={"dense": c.dense, "lexical": c.lexical},
+                    scores={
+                        "dense": c.dense,
+                        "sentence": c.sentence,
+                        "lexical": c.lexical,
+                        "lexical_norm": c.lexical_norm,
+                        "coverage": c.coverage,
+                    },
                 )
             )
         return hits
@@ -406,19 +451,26 @@ class Library:
         self._check()
         q, notes = clean_question(question)
         qvec = self.retriever.embed_query(q)
-        hits = self._hits(self.retriever.candidates(self.name, q, qvec, article_ids)[:k])
-        if not hits:
+        candidates = self.retriever.candidates(self.name, q, qvec, article_ids)[:k]
+        hits = self._hits(candidates)
+        if not hits or hits[0].passage.id != candidates[0].passage_id:
             return Answer(q, False, 0.0, (), None, notes)
         top = hits[0]
-        pick = pick_sentence(self.encoder, self.analyzer, q, qvec, top.passage.text)
-        confidence = max(top.scores.get("dense", 0.0), pick.similarity)
+        best = candidates[0]
+        # Provisional until calibrated: the best sentence's cosine and how much of the
+        # question's content the passage contains.
+        confidence = 0.5 * best.sentence + 0.5 * best.coverage
         answered = confidence >= self.config.abstain_threshold
+        highlight = None
+        if answered and best.sentence_span is not None:
+            a, b = best.sentence_span
+            highlight = (a - top.passage.start, b - top.passage.start)
         return Answer(
             question=q,
             answered=answered,
             confidence=confidence,
             hits=tuple(hits),
-            highlight=(pick.start, pick.end) if answered else None,
+            highlight=highlight,
             notes=notes,
         )
 

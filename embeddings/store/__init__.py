@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from ..errors import InputError
 from ..types import Article, ArticleInfo, Passage
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _LIBRARY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -59,7 +59,13 @@ class IndexSpec:
 
 @dataclass(frozen=True, slots=True)
 class ArticleWrite:
-    """One article to store, with its passages, their vectors and lexical term counts."""
+    """One article to store: passages with their vectors and term counts, and sentences.
+
+    ``sentences`` are ``(passage_ordinal, start, end)`` spans in the article text, each with a
+    row in ``sentence_vectors``; a sentence shared by two overlapping passages is listed under
+    both. Sentence vectors let search score a passage by its best sentence and let answers
+    highlight that sentence without running the model again.
+    """
 
     info: ArticleInfo
     text: str
@@ -67,11 +73,26 @@ class ArticleWrite:
     passages: Sequence[Passage]
     vectors: NDArray[np.float32]
     terms: Sequence[dict[str, int]]
+    sentences: Sequence[tuple[int, int, int]] = ()
+    sentence_vectors: NDArray[np.float32] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.passages)
         if self.vectors.shape[0] != n or len(self.terms) != n:
             raise ValueError("passages, vectors and terms must have the same length")
+        rows = 0 if self.sentence_vectors is None else self.sentence_vectors.shape[0]
+        if rows != len(self.sentences):
+            raise ValueError("sentences and sentence_vectors must have the same length")
+
+
+@dataclass(frozen=True, slots=True)
+class SentenceRow:
+    """A stored sentence: its passage, its span in the article text, and its vector."""
+
+    passage_id: int
+    start: int
+    end: int
+    vector: NDArray[np.float32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +162,18 @@ class Store(Protocol):
     ) -> list[tuple[int, float]]:
         """Top ``k`` ``(passage_id, cosine)`` for a normalised query, best first."""
 
+    def sentence_search(
+        self,
+        library: str,
+        query: NDArray[np.float32],
+        k: int,
+        article_ids: Sequence[str] | None = None,
+    ) -> list[tuple[int, float]]:
+        """Top ``k`` ``(passage_id, best sentence cosine)``: passages ranked by their best sentence."""
+
+    def sentences(self, library: str, passage_ids: Sequence[int]) -> list[SentenceRow]:
+        """The stored sentences of ``passage_ids``, grouped by passage in the order asked."""
+
     def lexical_stats(self, library: str, terms: Sequence[str]) -> tuple[int, float, dict[str, int]]:
         """``(passage_count, mean_passage_length, document_frequency_per_term)``."""
 
@@ -170,6 +203,7 @@ __all__ = [
     "ArticleWrite",
     "Feedback",
     "IndexSpec",
+    "SentenceRow",
     "Store",
     "check_library_name",
 ]

@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from ..errors import CorruptIndexError, IndexMismatchError, LibraryBusyError, NotFoundError
 from ..types import Article, ArticleInfo, Passage
-from . import ArticleWrite, Feedback, IndexSpec, check_library_name
+from . import ArticleWrite, Feedback, IndexSpec, SentenceRow, check_library_name
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,13 @@ CREATE TABLE IF NOT EXISTS passages (
     length INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS passages_article ON passages(article_id, ordinal);
+CREATE TABLE IF NOT EXISTS sentences (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    passage_id INTEGER NOT NULL REFERENCES passages(id) ON DELETE CASCADE,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sentences_passage ON sentences(passage_id);
 CREATE TABLE IF NOT EXISTS postings (
     term TEXT NOT NULL,
     passage_id INTEGER NOT NULL REFERENCES passages(id) ON DELETE CASCADE,
@@ -103,9 +110,32 @@ def _now() -> str:
 
 @dataclass(slots=True)
 class _Matrix:
+    """One generation of a library's vectors, as loaded and checked."""
+
     generation: int
-    vectors: NDArray[np.float32]
+    vectors: NDArray[np.float32]  # one row per passage, ordered by passage id
     ids: NDArray[np.int64]
+    sentence_vectors: NDArray[np.float32]  # one row per sentence, ordered by sentence id
+    sentence_ids: NDArray[np.int64]
+    sentence_passages: NDArray[np.int64]  # the passage of each sentence row (non-decreasing)
+
+    @classmethod
+    def empty(cls, dim: int) -> _Matrix:
+        none = np.zeros(0, np.int64)
+        return cls(0, np.zeros((0, dim), np.float32), none, np.zeros((0, dim), np.float32), none, none)
+
+
+# The vector sets of a library: file prefix of vectors and ids, checksum key, and the query that
+# lists the ids the database holds, in row order.
+_SETS = {
+    "passages": ("vectors", "ids", "vectors_crc", "SELECT id FROM passages ORDER BY id"),
+    "sentences": (
+        "sentences",
+        "sentence_ids",
+        "sentences_crc",
+        "SELECT id, passage_id FROM sentences ORDER BY id",
+    ),
+}
 
 
 class LocalStore:
@@ -268,84 +298,100 @@ class LocalStore:
 
     # ------------------------------------------------------------------ vectors on disk
 
-    def _files(self, library: str, generation: int) -> tuple[Path, Path]:
+    def _files(self, library: str, generation: int, which: str) -> tuple[Path, Path]:
+        vec_prefix, ids_prefix, _, _ = _SETS[which]
         folder = self.library_dir(library)
-        return folder / f"vectors.{generation}.npy", folder / f"ids.{generation}.npy"
+        return folder / f"{vec_prefix}.{generation}.npy", folder / f"{ids_prefix}.{generation}.npy"
 
     def _matrix(self, library: str) -> _Matrix:
         """The current vectors, loaded once per generation and checked against the database."""
         for attempt in range(3):
             with self._db(library) as conn:
-                conn.execute("BEGIN")
+                conn.execute("BEGIN")  # one snapshot for the generation and the ids
                 try:
                     meta = self._meta(conn)
                     generation = int(meta.get("generation", "0"))
                     cached = self._matrices.get(library)
                     if cached is not None and cached.generation == generation:
                         return cached
-                    db_ids = np.fromiter(
-                        (r[0] for r in conn.execute("SELECT id FROM passages ORDER BY id")),
-                        dtype=np.int64,
-                    )
+                    db_rows = {
+                        which: np.array(conn.execute(sql).fetchall(), dtype=np.int64).reshape(
+                            -1, sql.count(",") + 1
+                        )
+                        for which, (_, _, _, sql) in _SETS.items()
+                    }
                 finally:
                     conn.execute("COMMIT")
             spec = self.spec(library)
             dim = spec.dim if spec else 0
             if generation == 0:
-                matrix = _Matrix(0, np.zeros((0, dim), np.float32), np.zeros(0, np.int64))
+                matrix = _Matrix.empty(dim)
                 self._matrices[library] = matrix
                 return matrix
-            vec_path, ids_path = self._files(library, generation)
             try:
-                vectors = np.load(vec_path, allow_pickle=False)
-                ids = np.load(ids_path, allow_pickle=False)
-            except FileNotFoundError:
+                loaded = {
+                    which: self._load_set(library, generation, which, meta, db_rows[which][:, 0], dim)
+                    for which in _SETS
+                }
+            except FileNotFoundError as exc:
                 if attempt < 2:
                     # A writer replaced this generation between our two reads; read again.
                     time.sleep(0.05)
                     continue
                 raise CorruptIndexError(
-                    f"The vectors of library {library!r} are missing ({vec_path.name}). "
+                    f"The vectors of library {library!r} are missing ({Path(str(exc.filename)).name}). "
                     + _REBUILD_HINT.format(name=library)
                     + "."
                 ) from None
-            except (ValueError, OSError, EOFError) as exc:
-                raise CorruptIndexError(
-                    f"The vectors file of library {library!r} is damaged ({exc}). "
-                    + _REBUILD_HINT.format(name=library)
-                    + "."
-                ) from exc
-            self._verify(library, meta, vectors, ids, db_ids, dim)
-            matrix = _Matrix(generation, vectors, ids)
+            matrix = _Matrix(
+                generation,
+                *loaded["passages"],
+                *loaded["sentences"],
+                db_rows["sentences"][:, 1].copy(),
+            )
             self._matrices[library] = matrix
             return matrix
         raise AssertionError("unreachable")
 
-    def _verify(
+    def _load_set(
         self,
         library: str,
+        generation: int,
+        which: str,
         meta: dict[str, str],
-        vectors: NDArray[np.float32],
-        ids: NDArray[np.int64],
         db_ids: NDArray[np.int64],
         dim: int,
-    ) -> None:
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Load one vector set and check it against the database; FileNotFoundError passes."""
+        vec_path, ids_path = self._files(library, generation, which)
+        try:
+            vectors = np.load(vec_path, allow_pickle=False)
+            ids = np.load(ids_path, allow_pickle=False)
+        except FileNotFoundError:
+            raise
+        except (ValueError, OSError, EOFError) as exc:
+            raise CorruptIndexError(
+                f"The {which} vectors file of library {library!r} is damaged ({exc}). "
+                + _REBUILD_HINT.format(name=library)
+                + "."
+            ) from exc
         problem = None
         if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[1] != dim:
             problem = f"it has shape {vectors.shape} and type {vectors.dtype}, expected (n, {dim}) float32"
         elif vectors.shape[0] != len(ids) or not np.array_equal(ids, db_ids):
             problem = (
                 f"it holds {vectors.shape[0]} vectors for {len(ids)} ids, but the database has "
-                f"{len(db_ids)} passages"
+                f"{len(db_ids)} {which}"
             )
-        elif str(zlib.crc32(vectors.tobytes())) != meta.get("vectors_crc"):
+        elif str(zlib.crc32(vectors.tobytes())) != meta.get(_SETS[which][2]):
             problem = "its checksum does not match"
         if problem:
             raise CorruptIndexError(
-                f"The vectors of library {library!r} do not match its passages: {problem}. "
+                f"The {which} vectors of library {library!r} do not match the database: {problem}. "
                 + _REBUILD_HINT.format(name=library)
                 + "."
             )
+        return vectors, ids
 
     # ------------------------------------------------------------------ writing
 
@@ -358,56 +404,74 @@ class LocalStore:
 
         Used by rebuild; it never reads the old vectors, so it also repairs a damaged file.
         """
-        self._commit(library, add, (), None, spec=spec)
+        self._commit(library, add, (), _Matrix.empty(spec.dim), spec=spec)
 
     def _commit(
         self,
         library: str,
         add: Sequence[ArticleWrite],
         delete: Sequence[str],
-        current: _Matrix | None,
+        current: _Matrix,
         spec: IndexSpec | None = None,
     ) -> None:
+        """Write the next generation: vector files first, then the transaction that adopts them."""
         with self._db(library, create=True) as conn:
             row = conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
-            generation = int(row[0]) if row else 0
-            new_gen = generation + 1
-            vec_path, ids_path = self._files(library, new_gen)
+            new_gen = (int(row[0]) if row else 0) + 1
+            paths = [p for which in _SETS for p in self._files(library, new_gen, which)]
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if current is None:  # reset: everything goes
+                if spec is not None:  # reset: everything goes
                     conn.execute("DELETE FROM articles")
-                    base_vectors = np.zeros((0, spec.dim if spec else 0), np.float32)
-                    base_ids = np.zeros(0, np.int64)
                     conn.execute(
-                        "INSERT OR REPLACE INTO meta VALUES ('spec', ?)",
-                        (json.dumps(asdict(spec)),),
+                        "INSERT OR REPLACE INTO meta VALUES ('spec', ?)", (json.dumps(asdict(spec)),)
                     )
-                else:
-                    gone = set(delete) | {w.info.id for w in add}
-                    removed: list[int] = []
-                    for article_id in gone:
-                        removed.extend(
-                            r[0]
-                            for r in conn.execute("SELECT id FROM passages WHERE article_id=?", (article_id,))
-                        )
-                        conn.execute("DELETE FROM articles WHERE id=?", (article_id,))
-                    keep = ~np.isin(current.ids, np.asarray(removed, dtype=np.int64))
-                    base_vectors, base_ids = current.vectors[keep], current.ids[keep]
+                removed: list[int] = []
+                for article_id in set(delete) | {w.info.id for w in add}:
+                    removed.extend(
+                        r[0]
+                        for r in conn.execute("SELECT id FROM passages WHERE article_id=?", (article_id,))
+                    )
+                    conn.execute("DELETE FROM articles WHERE id=?", (article_id,))
+                gone = np.asarray(removed, dtype=np.int64)
+                keep = ~np.isin(current.ids, gone)
+                keep_s = ~np.isin(current.sentence_passages, gone)
                 new_ids: list[int] = []
+                new_sids: list[int] = []
+                new_spids: list[int] = []
                 for w in add:
-                    new_ids.extend(self._insert_article(conn, w))
+                    pids, sids = self._insert_article(conn, w)
+                    new_ids.extend(pids)
+                    new_sids.extend(sids)
+                    new_spids.extend(pids[ordinal] for ordinal, _, _ in w.sentences)
+                dim = current.vectors.shape[1]
                 vectors = np.ascontiguousarray(
-                    np.concatenate([base_vectors] + [w.vectors.astype(np.float32) for w in add])
+                    np.concatenate([current.vectors[keep]] + [w.vectors.astype(np.float32) for w in add])
                 )
-                ids = np.concatenate([base_ids, np.asarray(new_ids, dtype=np.int64)])
-                _save_npy(vec_path, vectors)
-                _save_npy(ids_path, ids)
+                ids = np.concatenate([current.ids[keep], np.asarray(new_ids, dtype=np.int64)])
+                svectors = np.ascontiguousarray(
+                    np.concatenate(
+                        [current.sentence_vectors[keep_s]]
+                        + [
+                            (w.sentence_vectors if w.sentence_vectors is not None else np.zeros((0, dim)))
+                            .astype(np.float32)
+                            .reshape(-1, dim)
+                            for w in add
+                        ]
+                    )
+                )
+                sids = np.concatenate([current.sentence_ids[keep_s], np.asarray(new_sids, dtype=np.int64)])
+                spids = np.concatenate(
+                    [current.sentence_passages[keep_s], np.asarray(new_spids, dtype=np.int64)]
+                )
+                for path, array in zip(paths, (vectors, ids, svectors, sids), strict=True):
+                    _save_npy(path, array)
                 conn.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                     [
                         ("generation", str(new_gen)),
                         ("vectors_crc", str(zlib.crc32(vectors.tobytes()))),
+                        ("sentences_crc", str(zlib.crc32(svectors.tobytes()))),
                         ("updated_at", _now()),
                     ],
                 )
@@ -415,14 +479,14 @@ class LocalStore:
             except BaseException:
                 # BaseException: Ctrl-C mid-write must roll back too.
                 conn.execute("ROLLBACK")
-                for p in (vec_path, ids_path):
+                for p in paths:
                     with contextlib.suppress(OSError):
                         p.unlink()
                 raise
-            self._matrices[library] = _Matrix(new_gen, vectors, ids)
+            self._matrices[library] = _Matrix(new_gen, vectors, ids, svectors, sids, spids)
         self._remove_stale_files(library, keep=new_gen)
 
-    def _insert_article(self, conn: sqlite3.Connection, w: ArticleWrite) -> list[int]:
+    def _insert_article(self, conn: sqlite3.Connection, w: ArticleWrite) -> tuple[list[int], list[int]]:
         a = w.info
         conn.execute(
             "INSERT INTO articles VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -451,7 +515,13 @@ class LocalStore:
             pid = int(cur.lastrowid)  # type: ignore[arg-type]
             ids.append(pid)
             conn.executemany("INSERT INTO postings VALUES (?,?,?)", [(t, pid, n) for t, n in terms.items()])
-        return ids
+        sids: list[int] = []
+        for ordinal, start, end in w.sentences:
+            cur = conn.execute(
+                'INSERT INTO sentences (passage_id, start, "end") VALUES (?,?,?)', (ids[ordinal], start, end)
+            )
+            sids.append(int(cur.lastrowid))  # type: ignore[arg-type]
+        return ids, sids
 
     def _remove_stale_files(self, library: str, keep: int) -> None:
         """Delete vector files of other generations: leftovers of old writes or crashed ones."""
@@ -545,6 +615,14 @@ class LocalStore:
             raise NotFoundError("Some passages are no longer in the library; ask again.")
         return m.vectors[rows]
 
+    def _allowed(self, library: str, article_ids: Sequence[str]) -> NDArray[np.int64]:
+        with self._db(library) as conn:
+            rows = conn.execute(
+                f"SELECT id FROM passages WHERE article_id IN ({','.join('?' * len(article_ids))})",
+                list(article_ids),
+            ).fetchall()
+        return np.asarray([r[0] for r in rows], dtype=np.int64)
+
     def dense_search(
         self,
         library: str,
@@ -556,27 +634,51 @@ class LocalStore:
         m = self._matrix(library)
         vectors, ids = m.vectors, m.ids
         if article_ids is not None:
-            with self._db(library) as conn:
-                allowed = np.fromiter(
-                    (
-                        r[0]
-                        for r in conn.execute(
-                            f"SELECT id FROM passages WHERE article_id IN ({','.join('?' * len(article_ids))})",
-                            list(article_ids),
-                        )
-                    ),
-                    dtype=np.int64,
-                )
-            mask = np.isin(ids, allowed)
+            mask = np.isin(ids, self._allowed(library, article_ids))
             vectors, ids = vectors[mask], ids[mask]
-        if len(ids) == 0 or k <= 0:
+        if len(ids) == 0:
+            return []
+        return _top_k(vectors @ np.asarray(query, dtype=np.float32).reshape(-1), ids, k)
+
+    def sentence_search(
+        self,
+        library: str,
+        query: NDArray[np.float32],
+        k: int,
+        article_ids: Sequence[str] | None = None,
+    ) -> list[tuple[int, float]]:
+        """Passages ranked by their best sentence's cosine (exact, numpy)."""
+        m = self._matrix(library)
+        vectors, owners = m.sentence_vectors, m.sentence_passages
+        if article_ids is not None:
+            mask = np.isin(owners, self._allowed(library, article_ids))
+            vectors, owners = vectors[mask], owners[mask]
+        if len(owners) == 0:
             return []
         scores = vectors @ np.asarray(query, dtype=np.float32).reshape(-1)
-        k = min(k, len(ids))
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
-        # lexsort: primary key score descending, then passage order (row) ascending.
-        order = top[np.lexsort((top, -scores[top]))]
-        return [(int(ids[i]), float(scores[i])) for i in order]
+        # Sentence rows are grouped by passage (ids grow with insertion), so a passage's best
+        # sentence is a max over one contiguous run.
+        starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+        return _top_k(np.maximum.reduceat(scores, starts), owners[starts], k)
+
+    def sentences(self, library: str, passage_ids: Sequence[int]) -> list[SentenceRow]:
+        """Stored sentences of ``passage_ids`` with their vectors, grouped in the order asked."""
+        if not passage_ids:
+            return []
+        m = self._matrix(library)
+        with self._db(library) as conn:
+            rows = conn.execute(
+                f'SELECT id, passage_id, start, "end" FROM sentences '
+                f"WHERE passage_id IN ({','.join('?' * len(passage_ids))}) ORDER BY id",
+                list(passage_ids),
+            ).fetchall()
+        if not rows:
+            return []
+        found = np.searchsorted(m.sentence_ids, np.asarray([r[0] for r in rows], dtype=np.int64))
+        by_passage: dict[int, list[SentenceRow]] = {}
+        for (_, pid, start, end), row in zip(rows, found, strict=True):
+            by_passage.setdefault(pid, []).append(SentenceRow(pid, start, end, m.sentence_vectors[row]))
+        return [r for pid in passage_ids for r in by_passage.get(pid, [])]
 
     def lexical_stats(self, library: str, terms: Sequence[str]) -> tuple[int, float, dict[str, int]]:
         """Passage count, mean analysed length, and document frequency of ``terms``."""
@@ -648,6 +750,16 @@ class LocalStore:
         """Cache a value tied to an article."""
         with self._db(library) as conn:
             conn.execute("INSERT OR REPLACE INTO cache VALUES (?,?,?,?)", (kind, key, article_id, value))
+
+
+def _top_k(scores: NDArray[np.float32], ids: NDArray[np.int64], k: int) -> list[tuple[int, float]]:
+    """The ``k`` best ``(id, score)``; ties go to the smaller id (the earlier passage)."""
+    if k <= 0 or len(ids) == 0:
+        return []
+    k = min(k, len(ids))
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
+    order = top[np.lexsort((ids[top], -scores[top]))]
+    return [(int(ids[i]), float(scores[i])) for i in order]
 
 
 def _save_npy(path: Path, array: NDArray[np.generic]) -> None:
