@@ -5,7 +5,7 @@ No Discord, no environment reads, no logging setup: front ends (``bot/``) do tho
 
 from __future__ import annotations
 
-from .articles import clean_article, expand_paths, load_file, parse_html, parse_markdown
+from .articles import clean_article, expand_paths, load_bytes, load_file, parse_html, parse_markdown
 from .chunking import ChunkSpec, chunk_document
 from .encoder import DEFAULT_MODEL, Encoder, HashEncoder, SentenceTransformerEncoder
 from .errors import (
@@ -79,6 +79,7 @@ __all__ = [
     "clean_article",
     "clean_question",
     "expand_paths",
+    "load_bytes",
     "load_file",
     "parse_html",
     "parse_markdown",

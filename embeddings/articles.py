@@ -623,30 +623,58 @@ def _title_from_name(source: str | None) -> str | None:
 
 def load_file(path: Path) -> Iterator[Document | InputError]:
     """Read one file and yield its articles (JSONL gives several) or errors for bad parts."""
-    name = str(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        yield InputError(f"{name}: cannot be read ({exc.strerror or exc}).")
+        yield InputError(f"{path}: cannot be read ({exc.strerror or exc}).")
         return
+    yield from load_bytes(data, name=str(path), key=f"file:{path.resolve()}")
+
+
+def load_bytes(
+    data: bytes, *, name: str, key: str, url: str | None = None, kind: str | None = None
+) -> Iterator[Document | InputError]:
+    """Parse the bytes of one file (an upload, a download) into articles, or errors.
+
+    ``name`` is shown in messages and, without ``kind``, its suffix picks the format;
+    ``kind`` forces one of ``txt``, ``md``, ``html``, ``jsonl``. ``url`` is the article's
+    address when it came from the web.
+    """
     try:
         text = decode_bytes(data, name)
     except InputError as exc:
         yield exc
         return
-    suffix = path.suffix.lower()
-    key = f"file:{path.resolve()}"
+    kind = kind or _KIND_BY_SUFFIX.get(Path(name.split("?", 1)[0]).suffix.lower(), "txt")
     try:
-        if suffix == ".jsonl":
+        if kind == "jsonl":
             yield from parse_jsonl(text, source=name)
-        elif suffix in (".md", ".markdown"):
-            yield parse_markdown(text, key=key, source=name)
-        elif suffix in (".html", ".htm"):
-            yield parse_html(text, key=key, source=name)
+        elif kind == "md":
+            yield _with_url(parse_markdown(text, key=key, source=name), url)
+        elif kind == "html":
+            yield parse_html(text, key=key, source=name, url=url)
         else:
-            yield clean_article(text, key=key, source=name, fallback_title=_title_from_name(name))
+            doc = clean_article(text, key=key, source=name, fallback_title=_title_from_name(name))
+            yield _with_url(doc, url)
     except InputError as exc:
         yield exc
+
+
+_KIND_BY_SUFFIX = {
+    ".txt": "txt",
+    ".text": "txt",
+    ".md": "md",
+    ".markdown": "md",
+    ".html": "html",
+    ".htm": "html",
+    ".jsonl": "jsonl",
+}
+
+
+def _with_url(doc: Document, url: str | None) -> Document:
+    if url is None or doc.url:
+        return doc
+    return Document(doc.key, doc.title, doc.text, doc.paragraphs, doc.byline, doc.date, url, doc.source)
 
 
 def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[InputError]]:

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import re
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -167,6 +168,9 @@ class SentenceTransformerEncoder:
             raise ModelLoadError(f"The model {model!r} does not report an embedding size.")
         self._dim = int(dim)
         self._tokenizer = self.model.tokenizer
+        # One inference at a time: torch already uses every core for one batch, and the bot
+        # calls encode from several worker threads.
+        self._lock = threading.Lock()
         # Special tokens ([CLS], [SEP]) take part of the window.
         specials = len(self._tokenizer("", add_special_tokens=True)["input_ids"])
         self._max_tokens = int(self.model.max_seq_length) - specials
@@ -217,13 +221,14 @@ class SentenceTransformerEncoder:
         order = np.argsort([-len(t) for t in items], kind="stable")
         for start in range(0, len(items), self.batch_size):
             idx = order[start : start + self.batch_size]
-            vecs = self.model.encode(
-                [items[i] for i in idx],
-                batch_size=self.batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=False,
-                show_progress_bar=False,
-            )
+            with self._lock:
+                vecs = self.model.encode(
+                    [items[i] for i in idx],
+                    batch_size=self.batch_size,
+                    convert_to_numpy=True,
+                    normalize_embeddings=False,
+                    show_progress_bar=False,
+                )
             out[idx] = _normalise(vecs)
             if progress is not None:
                 progress(len(idx))
