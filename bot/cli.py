@@ -311,6 +311,45 @@ def cmd_rebuild(app: App, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_eval(app: App, args: argparse.Namespace) -> int:
+    """citebot eval DIR"""
+    import tempfile
+
+    from embeddings import LocalStore
+    from embeddings.evaluate import format_result, load_eval_set, run_eval
+
+    from .services import make_library
+
+    data = load_eval_set(args.folder)
+    bars: list[_Progress] = []
+
+    def progress(label: str) -> _Progress:
+        if bars:
+            bars[-1].close()
+        bars.append(app.progress(label))
+        return bars[-1]
+
+    with tempfile.TemporaryDirectory(prefix="citebot-eval-") as tmp:
+        store = LocalStore(args.keep or tmp)
+        try:
+            result = run_eval(
+                data,
+                lambda name: make_library(app.settings, store, app.encoder, name),
+                limit=args.limit,
+                progress=progress,
+                source=str(args.folder),
+            )
+        finally:
+            for b in bars:
+                b.close()
+            store.close()
+    print(
+        f"citebot eval {args.folder}: all articles in one library; declining uses a fixed half", file=app.out
+    )
+    print(format_result(result, curve=args.curve), file=app.out)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -393,6 +432,21 @@ def build_parser() -> argparse.ArgumentParser:
         "vectors. The old index stays in place until the new one is complete.",
     )
     p.set_defaults(func=cmd_rebuild)
+
+    p = sub.add_parser(
+        "eval",
+        parents=[common],
+        help="measure retrieval and declining on a question set",
+        description="Evaluate on a folder with articles.jsonl and questions.jsonl (and optionally "
+        "questions_unanswerable.jsonl): Recall@1/5, MRR@10, the answering-sentence rate, and how "
+        "often questions about articles outside the library are declined. Builds temporary "
+        "libraries; your own library is not touched.",
+    )
+    p.add_argument("folder", type=Path, metavar="DIR")
+    p.add_argument("--limit", type=int, default=0, help="ask only N questions, spread over the set")
+    p.add_argument("--curve", action="store_true", help="print the whole declining trade-off curve")
+    p.add_argument("--keep", type=Path, metavar="DIR", help="keep the evaluation index in DIR")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

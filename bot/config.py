@@ -121,7 +121,7 @@ def _setting(env: str, parse: Callable[[str], Any], default: Any = None, **kw: A
 class Settings:
     """Every setting of citebot. Build it with :meth:`load`."""
 
-    data_dir: Path = _setting("CITEBOT_DATA_DIR", _path, None)
+    data_dir: Path = _setting("CITEBOT_DATA_DIR", _opt(_path), None)
     library: str = _setting("CITEBOT_LIBRARY", str, "default")
     seeds_dir: Path | None = _setting("CITEBOT_SEEDS_DIR", _opt(_path), None)
     model: str = _setting("CITEBOT_MODEL", str, "all-MiniLM-L6-v2")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -446,13 +447,30 @@ class Library:
             )
         return hits
 
-    def ask(self, question: str, *, k: int = 4, article_ids: Sequence[str] | None = None) -> Answer:
-        """Answer from the library: the best passage, its answering sentence, or a refusal."""
+    def ask(
+        self,
+        question: str,
+        *,
+        k: int = 4,
+        article_ids: Sequence[str] | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> Answer:
+        """Answer from the library: the best passage, its answering sentence, or a refusal.
+
+        ``article_ids`` limits the search to those articles (a follow-up about one article);
+        ``timings``, when given, receives the seconds spent in each stage.
+        """
         self._check()
         q, notes = clean_question(question)
+        start = time.perf_counter()
         qvec = self.retriever.embed_query(q)
-        candidates = self.retriever.candidates(self.name, q, qvec, article_ids)[:k]
+        if timings is not None:
+            timings["embed"] = timings.get("embed", 0.0) + time.perf_counter() - start
+        candidates = self.retriever.candidates(self.name, q, qvec, article_ids, timings)[:k]
+        start = time.perf_counter()
         hits = self._hits(candidates)
+        if timings is not None:
+            timings["hits"] = timings.get("hits", 0.0) + time.perf_counter() - start
         if not hits or hits[0].passage.id != candidates[0].passage_id:
             return Answer(q, False, 0.0, (), None, notes)
         top = hits[0]

@@ -15,6 +15,7 @@ vector averages that sentence with the rest of the paragraph.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,6 +61,21 @@ class Candidate:
     sentence_span: tuple[int, int] | None
 
 
+class _Clock:
+    """Adds the time since the previous lap to ``timings[stage]`` (no-op without a dict)."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.timings is None:
+            return
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
+        self.last = now
+
+
 class Retriever:
     """Hybrid retrieval over one store with one encoder."""
 
@@ -87,21 +103,29 @@ class Retriever:
         question: str,
         query_vector: NDArray[np.float32],
         article_ids: Sequence[str] | None = None,
+        timings: dict[str, float] | None = None,
     ) -> list[Candidate]:
-        """All candidates with their evidence, best first (ties: earlier passage first)."""
+        """All candidates with their evidence, best first (ties: earlier passage first).
+
+        ``timings``, when given, receives the seconds spent in each stage.
+        """
+        clock = _Clock(timings)
         n = self.config.candidates
         q = np.asarray(query_vector, dtype=np.float32)
         terms = list(dict.fromkeys(self.analyzer.terms(question)))
         lexical = dict(self.bm25.search(self.store, library, terms, n, article_ids))
+        clock.lap("bm25")
         ids = list(lexical)
         for pid, _ in self.store.dense_search(library, q, n, article_ids):
             if pid not in lexical:
                 ids.append(pid)
+        clock.lap("dense")
         seen = set(ids)
         for pid, _ in self.store.sentence_search(library, q, n, article_ids):
             if pid not in seen:
                 ids.append(pid)
                 seen.add(pid)
+        clock.lap("sentences")
         if not ids:
             return []
         dense = self.store.vectors(library, ids) @ q
@@ -112,6 +136,7 @@ class Retriever:
                 best[row.passage_id] = (score, (row.start, row.end))
         top_lexical = max(lexical.values(), default=0.0) or 1.0
         coverage = self._coverage(library, terms, ids)
+        clock.lap("evidence")
         cfg = self.config
         out = []
         for pid, d in zip(ids, dense, strict=True):
@@ -121,6 +146,7 @@ class Retriever:
             score = cfg.lexical_weight * norm + cfg.dense_weight * float(d) + cfg.sentence_weight * s
             out.append(Candidate(pid, score, float(d), s, lex, norm, coverage.get(pid, 0.0), span))
         out.sort(key=lambda c: (-c.score, c.passage_id))
+        clock.lap("fuse")
         return out
 
     def _coverage(self, library: str, terms: Sequence[str], ids: Sequence[int]) -> dict[int, float]:
