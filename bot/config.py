@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from embeddings.errors import InputError
+from embeddings.store import check_library_name
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,6 +106,50 @@ def _bool(name: str) -> Callable[[str], bool]:
     return parse
 
 
+def _positive(name: str) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        v = _float(name)(raw)
+        if v <= 0:
+            raise ConfigError(f"{name} must be more than 0, not {raw!r}.")
+        return v
+
+    return parse
+
+
+def _ids(name: str) -> Callable[[str], tuple[int, ...]]:
+    """A comma-separated list of whole numbers (Discord ids, shard numbers)."""
+
+    def parse(raw: str) -> tuple[int, ...]:
+        parts = [p for p in re.split(r"[\s,]+", raw.strip()) if p]
+        try:
+            values = tuple(int(p) for p in parts)
+        except ValueError:
+            raise ConfigError(f"{name} must be whole numbers separated by commas, not {raw!r}.") from None
+        if any(v < 0 for v in values):
+            raise ConfigError(f"{name} cannot hold negative numbers: {raw!r}.")
+        return values
+
+    return parse
+
+
+def _cooldown(name: str) -> Callable[[str], tuple[int, float] | None]:
+    """``"3/30"`` (3 uses per 30 seconds), ``"10"`` (one per 10 seconds) or ``"off"``."""
+
+    def parse(raw: str) -> tuple[int, float] | None:
+        v = raw.strip().lower()
+        if v in ("", "0", "off", "none", "no"):
+            return None
+        m = re.fullmatch(r"(?:(\d+)\s*/\s*)?(\d+(?:\.\d+)?)\s*s?", v)
+        if not m or (m.group(1) is not None and int(m.group(1)) < 1) or float(m.group(2)) <= 0:
+            raise ConfigError(
+                f"{name} must look like 3/30 (3 questions per 30 seconds), 10 (one per 10 seconds) "
+                f"or off, not {raw!r}."
+            )
+        return (int(m.group(1) or 1), float(m.group(2)))
+
+    return parse
+
+
 def _path(raw: str) -> Path:
     return Path(raw).expanduser()
 
@@ -140,6 +185,40 @@ class Settings:
         "warning",
     )
     discord_token: str | None = _setting("DISCORD_TOKEN", _opt(str), None, repr=False)
+    # The Discord front end (``citebot run``).
+    dev_guild_id: int | None = _setting("DEV_GUILD_ID", _opt(_int("DEV_GUILD_ID", 1)), None)
+    owner_ids: tuple[int, ...] = _setting("CITEBOT_OWNER_IDS", _ids("CITEBOT_OWNER_IDS"), ())
+    dm_library: str | None = _setting("CITEBOT_DM_LIBRARY", _opt(str), None)
+    ask_cooldown: tuple[int, float] | None = _setting(
+        "CITEBOT_ASK_COOLDOWN", _cooldown("CITEBOT_ASK_COOLDOWN"), (3, 30.0)
+    )
+    fetch_timeout: float = _setting("CITEBOT_FETCH_TIMEOUT", _positive("CITEBOT_FETCH_TIMEOUT"), 10.0)
+    fetch_max_bytes: int = _setting(
+        "CITEBOT_FETCH_MAX_BYTES", _int("CITEBOT_FETCH_MAX_BYTES", 1024), 5_000_000
+    )
+    shard_count: int | None = _setting("SHARD_COUNT", _opt(_int("SHARD_COUNT", 1)), None)
+    shard_ids: tuple[int, ...] | None = _setting("SHARD_IDS", _opt(_ids("SHARD_IDS")), None)
+
+    def __post_init__(self) -> None:
+        if self.shard_ids is not None:
+            if self.shard_count is None:
+                raise ConfigError("SHARD_IDS needs SHARD_COUNT: the total number of shards of the bot.")
+            bad = [i for i in self.shard_ids if i >= self.shard_count]
+            if bad or not self.shard_ids:
+                raise ConfigError(
+                    f"SHARD_IDS must be shard numbers from 0 to {self.shard_count - 1} "
+                    f"(SHARD_COUNT={self.shard_count}), not {list(self.shard_ids)}."
+                )
+        if self.dm_library is not None:
+            try:
+                check_library_name(self.dm_library)
+            except InputError as exc:
+                raise ConfigError(f"CITEBOT_DM_LIBRARY: {exc}") from None
+
+    @property
+    def dm_library_name(self) -> str:
+        """The library that answers in direct messages (default: the CLI's library)."""
+        return self.dm_library or self.library
 
     @classmethod
     def load(
