@@ -1,4 +1,4 @@
-"""The ``citebot`` command line: ingest, articles, forget, ask, chat, rebuild.
+"""The ``citebot`` command line: ingest, articles, forget, ask, chat, rebuild, run, feedback.
 
 Errors from the core become one line on stderr and a non-zero exit status.
 """
@@ -350,6 +350,79 @@ def cmd_eval(app: App, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+NO_TOKEN = (
+    "DISCORD_TOKEN is not set, so the Discord bot cannot log in.\n"
+    "To get one: open https://discord.com/developers/applications, create an application, open "
+    "its Bot page and press Reset Token. Put the token in .env as DISCORD_TOKEN=... (or in the "
+    "environment); docs/discord.md walks through it, with the invite link.\n"
+    "Without Discord, `citebot chat` and `citebot ask` work offline on the same library."
+)
+
+
+def cmd_run(app: App, args: argparse.Namespace) -> int:
+    """citebot run: the Discord bot, until Ctrl-C."""
+    token = app.settings.discord_token
+    if not token:
+        print(f"citebot: {NO_TOKEN}", file=app.err)
+        return EXIT_ERROR
+    from dataclasses import replace
+
+    from .client import Citebot, serve
+
+    if args.library:  # in the bot, --library names the library that answers direct messages
+        app.settings = replace(app.settings, dm_library=args.library)
+    bot = Citebot(
+        app.settings,
+        app.store,
+        app.encoder,
+        announce=lambda line: print(f"citebot: {line}", file=app.err),
+    )
+    if not app.quiet:
+        print("citebot: connecting to Discord (Ctrl-C to stop)...", file=app.err)
+    return serve(bot, token, app.err)
+
+
+def cmd_feedback(app: App, args: argparse.Namespace) -> int:
+    """citebot feedback: the 👍/👎 votes given to answers, newest first."""
+    from embeddings.store import check_library_name
+
+    names = app.store.libraries() if args.all else [check_library_name(args.library or app.settings.library)]
+    rows = [(name, f) for name in names for f in app.store.list_feedback(name, limit=args.limit)]
+    rows.sort(key=lambda row: row[1].created_at, reverse=True)
+    rows = rows[: args.limit]
+    if args.json:
+        data = [
+            {
+                "library": name,
+                "vote": f.vote,
+                "question": f.question,
+                "article_id": f.article_id,
+                "passage_id": f.answer_passage_id,
+                "user": f.user,
+                "created_at": f.created_at,
+                **{k: v for k, v in f.extra.items() if k not in ("guild",)},
+            }
+            for name, f in rows
+        ]
+        print(json.dumps(data, indent=2, ensure_ascii=False), file=app.out)
+        return EXIT_OK
+    if not rows:
+        where = "any library" if args.all else f"library {names[0]!r}"
+        print(f"No votes in {where} yet.", file=app.out)
+        return EXIT_OK
+    for name, f in rows:
+        answer = f.extra.get("title") or f.article_id or "?"
+        paragraph = f" ¶ {f.extra['paragraph']}" if f.extra.get("paragraph") else ""
+        print(
+            f"{f.created_at[:19]:19}  {'+1' if f.vote > 0 else '-1'}  {name}  "
+            f"{f.question!r} -> “{answer}”{paragraph}",
+            file=app.out,
+        )
+    up = sum(1 for _, f in rows if f.vote > 0)
+    print(f"{len(rows)} vote(s): {up} up, {len(rows) - up} down.", file=app.out)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -447,6 +520,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve", action="store_true", help="print the whole declining trade-off curve")
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep the evaluation index in DIR")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run the Discord bot (needs DISCORD_TOKEN)",
+        description="Connect to Discord and answer /ask, mentions and the other commands, "
+        "one library per server. Reads DISCORD_TOKEN and the other settings from the "
+        "environment or .env. --library names the library used in direct messages.",
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "feedback",
+        parents=[common],
+        help="list the 👍/👎 votes given to answers",
+        description="List the votes people gave answers, newest first, with the question and "
+        "the article that answered. A Discord server's library is named guild-<server id>.",
+    )
+    p.add_argument("--all", action="store_true", help="every library in the store")
+    p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N votes (default 100)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_feedback)
     return parser
 
 

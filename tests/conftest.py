@@ -52,3 +52,25 @@ def seed_library(tmp_path_factory: pytest.TempPathFactory, model) -> Library:
     lib = Library(store, model, "seeds")
     lib.ingest_paths([SEED])
     return lib
+
+
+# ---------------------------------------------------------------------- the Discord bot (tests/test_bot_*.py)
+
+
+@pytest.fixture(scope="session")
+def bot_data(tmp_path_factory: pytest.TempPathFactory, model):
+    """A store shared by the bot tests: server A holds the seed article, server B a bread recipe."""
+    from .bot_fakes import build_bot_data
+
+    data = build_bot_data(tmp_path_factory.mktemp("bot"), model)
+    yield data
+    data.store.close()
+
+
+@pytest.fixture
+async def discord_bot(bot_data, model):
+    """A bot on the shared store with the real model, cooldown off, HTTP recorded."""
+    from .bot_fakes import running_bot
+
+    async with running_bot(bot_data.settings, bot_data.store, model) as fake:
+        yield fake

@@ -1,0 +1,463 @@
+"""The Discord bot: an ``AutoShardedBot`` built from injected services.
+
+``setup_hook`` loads the feature cogs (``bot/cogs``) and syncs the slash commands. Every
+server gets its own library (``guild-<id>``); direct messages use the demo library. Model and
+store work always runs in a worker thread (:meth:`Citebot.in_library`), so the event loop, and
+with it the gateway heartbeat, never waits for it.
+
+Errors are handled in one place for every kind of interaction (:func:`report_error`): a user's
+mistake gets an ephemeral explanation, anything unexpected is logged with its traceback and gets
+a short apology, and no interaction is left unanswered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from embeddings import (
+    CitebotError,
+    Encoder,
+    IndexStateError,
+    Library,
+    LibraryBusyError,
+    Store,
+)
+from embeddings.fetch import Fetcher
+
+from .config import Settings
+from .services import ensure_seeded, make_library
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+EXTENSIONS = ("bot.cogs.ask", "bot.cogs.articles", "bot.cogs.admin")
+"""The feature cogs, loaded in this order by ``setup_hook``."""
+
+INVITE_SCOPES = ("bot", "applications.commands")
+INVITE_PERMISSIONS = discord.Permissions(
+    send_messages=True, embed_links=True, read_message_history=True, use_application_commands=True
+)
+"""What the bot asks for when invited: enough to answer, embed citations, and read replies."""
+
+APOLOGY = "Sorry, something went wrong on my side. It has been logged; please try again in a moment."
+EMPTY_LIBRARY = (
+    "This server's library is empty. Someone with the Manage Server permission can add "
+    "articles with /ingest (a file or a link)."
+)
+WRITE_TIMEOUT = 10.0
+"""Seconds a write waits for another process (a CLI ingest) holding the library's lock."""
+
+
+class UserError(app_commands.AppCommandError):
+    """Something the user should be told, as is (and nothing to log)."""
+
+
+class EmptyLibraryError(UserError):
+    """A server's library has no articles yet."""
+
+
+def make_intents() -> discord.Intents:
+    """The gateway intents the bot needs; none of them privileged."""
+    intents = discord.Intents.none()
+    intents.guilds = True  # servers and channels: where interactions come from
+    # Message events, for mentions and replies. Their text comes without the privileged
+    # message-content intent when the message mentions the bot, and always in DMs.
+    intents.guild_messages = True
+    intents.dm_messages = True
+    return intents
+
+
+def invite_url(client_id: int) -> str:
+    """The OAuth2 link that adds the bot to a server with the scopes and permissions it needs."""
+    return discord.utils.oauth_url(client_id, permissions=INVITE_PERMISSIONS, scopes=INVITE_SCOPES)
+
+
+# ---------------------------------------------------------------------- libraries
+
+
+class Libraries:
+    """One :class:`Library` per server, built once and shared by the worker threads.
+
+    A server's library is ``guild-<id>``: a question, an autocomplete or a button only ever
+    reads the library of the server it came from. Direct messages use ``settings.dm_library_name``,
+    filled from the seeds folder on first use.
+    """
+
+    def __init__(self, settings: Settings, store: Store, encoder: Encoder) -> None:
+        self.settings = settings
+        self.store = store
+        self.encoder = encoder
+        self._libraries: dict[str, Library] = {}
+        self._known: set[str] = set()  # libraries seen to exist (they are never deleted)
+        self._lock = threading.Lock()  # called from worker threads
+
+    def name_for(self, guild_id: int | None) -> str:
+        """The library of a server, or the DM library for ``None``."""
+        return f"guild-{guild_id}" if guild_id is not None else self.settings.dm_library_name
+
+    def label(self, guild_id: int | None) -> str:
+        """How the library is called in messages."""
+        return "This server's library" if guild_id is not None else "The demo library"
+
+    def get(self, guild_id: int | None) -> Library:
+        """The library object of a server (no I/O beyond building it)."""
+        name = self.name_for(guild_id)
+        with self._lock:
+            library = self._libraries.get(name)
+            if library is None:
+                library = make_library(
+                    self.settings, self.store, self.encoder, name, write_timeout=WRITE_TIMEOUT
+                )
+                self._libraries[name] = library
+        return library
+
+    def ready(self, guild_id: int | None, *, create: bool = False) -> Library:
+        """The library, ready to read. Blocking: call it from a worker thread.
+
+        Seeds the DM library on first use. Raises :class:`EmptyLibraryError` for a server
+        whose library was never filled, unless ``create`` (an ingest is about to fill it).
+        """
+        library = self.get(guild_id)
+        if create or library.name in self._known:
+            return library
+        if guild_id is None:
+            with self._lock:  # one seeding at a time; the others then find it done
+                ensure_seeded(library, self.settings)
+        if not library.exists():
+            raise EmptyLibraryError(EMPTY_LIBRARY)
+        self._known.add(library.name)
+        return library
+
+
+# ---------------------------------------------------------------------- cooldown
+
+
+class UserCooldown:
+    """A per-user rate limit shared by /ask, mentions and the message menu.
+
+    ``setting`` is ``(uses, seconds)`` or None for no limit.
+    """
+
+    def __init__(self, setting: tuple[int, float] | None) -> None:
+        self.setting = setting
+        self._buckets: dict[int, app_commands.Cooldown] = {}
+
+    def hit(self, user_id: int) -> tuple[app_commands.Cooldown, float] | None:
+        """Count one use; ``(cooldown, retry_after)`` when the user must wait, else None."""
+        if self.setting is None:
+            return None
+        rate, per = self.setting
+        now = time.time()
+        if len(self._buckets) > 10_000:  # forget users whose window has passed
+            self._buckets = {u: c for u, c in self._buckets.items() if now - c._window < per}
+        bucket = self._buckets.setdefault(user_id, app_commands.Cooldown(rate, per))
+        retry_after = bucket.update_rate_limit(now)
+        return (bucket, retry_after) if retry_after else None
+
+
+def cooldown_check(interaction: discord.Interaction[Citebot]) -> bool:
+    """An app-command check applying the shared per-user cooldown."""
+    hit = interaction.client.ask_cooldown.hit(interaction.user.id)
+    if hit is not None:
+        raise app_commands.CommandOnCooldown(*hit)
+    return True
+
+
+def guild_only_check(interaction: discord.Interaction[Any]) -> bool:
+    """Refuse in DMs (Discord hides guild-only commands there, but a stale client may not)."""
+    if interaction.guild_id is None:
+        raise app_commands.NoPrivateMessage()
+    return True
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def _permission_names(names: list[str]) -> str:
+    return ", ".join(n.replace("guild", "server").replace("_", " ").title() for n in names)
+
+
+def explain(error: BaseException) -> tuple[str, bool]:
+    """``(message for the user, unexpected?)``; unexpected errors are logged with a traceback."""
+    original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"You're asking quickly: try again in {math.ceil(error.retry_after)} s.", False
+    if isinstance(error, app_commands.MissingPermissions):
+        return (
+            f"You need the {_permission_names(error.missing_permissions)} permission to use this.",
+            False,
+        )
+    if isinstance(error, app_commands.BotMissingPermissions):
+        return (
+            f"I need the {_permission_names(error.missing_permissions)} permission in this channel.",
+            False,
+        )
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return "This command works only in a server, not in direct messages.", False
+    if isinstance(error, (app_commands.CommandNotFound, app_commands.CommandSignatureMismatch)):
+        log.warning("out-of-date command: %s", error)
+        return (
+            "This command changed since Discord last loaded it. Try again in a minute; if it "
+            "keeps happening, ask the bot's owner to sync its commands.",
+            False,
+        )
+    if isinstance(error, app_commands.TransformerError):
+        return f"I couldn't use {str(error.value)[:100]!r} there: pick one of the suggestions.", False
+    if isinstance(error, app_commands.CheckFailure):
+        return "You can't use this command here.", False
+    if isinstance(original, UserError):
+        return str(original), False
+    if isinstance(original, LibraryBusyError):
+        return "The library is busy with another update. Try again in a moment.", False
+    if isinstance(original, IndexStateError):
+        # The operator's problem (a damaged index, a changed model), not the user's.
+        return (
+            "This library needs maintenance by the bot's operator; it has been logged.",
+            True,
+        )
+    if isinstance(original, CitebotError):
+        return str(original), False
+    return APOLOGY, True
+
+
+async def reply_privately(interaction: discord.Interaction[Any], content: str) -> None:
+    """Send ``content`` so only the user sees it, whatever state the interaction is in."""
+    try:
+        if interaction.response.is_done():
+            # After a defer the first follow-up replaces "thinking…" (with the defer's visibility).
+            await interaction.followup.send(content, ephemeral=True)
+        else:
+            await interaction.response.send_message(content, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not answer interaction %s (expired?)", interaction.id, exc_info=True)
+
+
+async def report_error(interaction: discord.Interaction[Any], error: BaseException) -> None:
+    """The one error handler: explain to the user, log what was unexpected, always answer."""
+    message, unexpected = explain(error)
+    if unexpected:
+        original = getattr(error, "original", error)
+        command = interaction.command.qualified_name if interaction.command else "component"
+        log.error(
+            "unexpected error in %s (guild %s, user %s)",
+            command,
+            interaction.guild_id,
+            interaction.user.id if interaction.user else None,
+            exc_info=(type(original), original, original.__traceback__),
+        )
+    await reply_privately(interaction, message)
+
+
+class CitebotTree(app_commands.CommandTree["Citebot"]):
+    """The command tree; its ``on_error`` is the single error handler for app commands."""
+
+    async def on_error(
+        self, interaction: discord.Interaction[Citebot], error: app_commands.AppCommandError, /
+    ) -> None:
+        """Answer the user (ephemerally) and log anything unexpected."""
+        await report_error(interaction, error)
+
+
+# ---------------------------------------------------------------------- the bot
+
+
+class Citebot(commands.AutoShardedBot):
+    """citebot on Discord. Services come in through the constructor; nothing is global.
+
+    ``sync_on_start=False`` skips the command sync in ``setup_hook`` (tests, or a second
+    process of a sharded deployment, which never syncs anyway). ``announce`` receives one
+    line once the bot is connected (the CLI prints it).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        encoder: Encoder,
+        *,
+        fetcher: Fetcher | None = None,
+        sync_on_start: bool = True,
+        announce: Callable[[str], None] | None = None,
+        tree_cls: type[CitebotTree] = CitebotTree,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,  # only "@citebot sync" (owner)
+            intents=make_intents(),
+            allowed_mentions=discord.AllowedMentions.none(),  # article text must never ping
+            tree_cls=tree_cls,
+            help_command=None,
+            shard_count=settings.shard_count,
+            shard_ids=list(settings.shard_ids) if settings.shard_ids is not None else None,
+            owner_ids=set(settings.owner_ids),
+            **options,
+        )
+        self.settings = settings
+        self.store = store
+        self.encoder = encoder
+        self.libraries = Libraries(settings, store, encoder)
+        self.fetcher = fetcher or Fetcher(timeout=settings.fetch_timeout, max_bytes=settings.fetch_max_bytes)
+        self.ask_cooldown = UserCooldown(settings.ask_cooldown)
+        self.sync_on_start = sync_on_start
+        self._announce = announce
+        self._announced = False
+
+    @property
+    def syncs_commands(self) -> bool:
+        """Whether this process syncs commands: only one process of a sharded bot (shard 0's)."""
+        return self.shard_ids is None or 0 in self.shard_ids
+
+    async def setup_hook(self) -> None:
+        """Load the cogs, then sync commands: to DEV_GUILD_ID at once if set, else globally."""
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        if self.sync_on_start and self.syncs_commands:
+            await self.sync_commands()
+
+    async def sync_commands(
+        self, guild: discord.abc.Snowflake | None = None
+    ) -> list[app_commands.AppCommand]:
+        """Push the command tree to Discord: to ``guild`` (or DEV_GUILD_ID), else globally."""
+        if guild is None and self.settings.dev_guild_id is not None:
+            guild = discord.Object(id=self.settings.dev_guild_id)
+        if guild is not None:
+            # A guild's commands update instantly: the development loop.
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to guild %s", len(synced), guild.id)
+        else:
+            synced = await self.tree.sync()
+            log.info("synced %d global commands", len(synced))
+        return synced
+
+    def command_summaries(self) -> list[tuple[str, str]]:
+        """``(usage, description)`` of every app command, for /help."""
+        out: list[tuple[str, str]] = []
+        for command in self.tree.get_commands():
+            if isinstance(command, app_commands.Command):
+                params = " ".join(p.name if p.required else f"[{p.name}]" for p in command.parameters)
+                out.append((f"/{command.name} {params}".strip(), command.description))
+            elif isinstance(command, app_commands.ContextMenu):
+                out.append(
+                    (f"Apps → {command.name}", "On a message (right-click or long-press): ask its text.")
+                )
+        return out
+
+    async def in_library(
+        self,
+        guild_id: int | None,
+        work: Callable[..., T],
+        /,
+        *args: Any,
+        create: bool = False,
+        **kwargs: Any,
+    ) -> T:
+        """Run ``work(library, *args, **kwargs)`` in a worker thread on the server's library."""
+        libraries = self.libraries
+
+        def run() -> T:
+            return work(libraries.ready(guild_id, create=create), *args, **kwargs)
+
+        return await asyncio.to_thread(run)
+
+    async def on_ready(self) -> None:
+        """Log (and announce once) who the bot is and how to invite it."""
+        assert self.user is not None
+        line = (
+            f"Logged in as {self.user} (id {self.user.id}) in {len(self.guilds)} server(s)"
+            + (f", shards {list(self.shard_ids)} of {self.shard_count}" if self.shard_ids else "")
+            + f". Invite link: {invite_url(self.user.id)}"
+        )
+        log.info("%s", line)
+        if self._announce is not None and not self._announced:
+            self._announced = True
+            self._announce(line)
+
+    async def on_command_error(self, ctx: commands.Context[Any], error: commands.CommandError, /) -> None:
+        """Errors of the owner's text commands; non-owners get no reply (the command is hidden)."""
+        if isinstance(error, (commands.CommandNotFound, commands.NotOwner, commands.CheckFailure)):
+            log.debug("ignored text command from %s: %s", ctx.author.id, error)
+            return
+        if isinstance(error, commands.UserInputError):
+            await ctx.reply(str(error))
+            return
+        original = getattr(error, "original", error)
+        log.error(
+            "error in text command %s",
+            ctx.command,
+            exc_info=(type(original), original, original.__traceback__),
+        )
+        await ctx.reply(APOLOGY)
+
+
+# ---------------------------------------------------------------------- running
+
+
+class RedactToken(logging.Filter):
+    """Replaces the token in every log record that passes (defence in depth: never log it)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message and traceback text without the token."""
+        if not self.token:
+            return True
+        message = record.getMessage()
+        if self.token in message:
+            record.msg, record.args = message.replace(self.token, "[DISCORD_TOKEN]"), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text and self.token in record.exc_text:
+            record.exc_text = record.exc_text.replace(self.token, "[DISCORD_TOKEN]")
+        return True
+
+
+def serve(bot: Citebot, token: str, err: IO[str]) -> int:
+    """Run ``bot`` until it is stopped; return an exit status (1 with a message on failure)."""
+    redact = RedactToken(token)
+    handlers = logging.getLogger().handlers
+    for handler in handlers:
+        handler.addFilter(redact)
+    try:
+        return asyncio.run(_serve(bot, token, err))
+    except KeyboardInterrupt:
+        print("citebot: stopped.", file=err)
+        return 0
+    finally:
+        for handler in handlers:
+            handler.removeFilter(redact)
+
+
+async def _serve(bot: Citebot, token: str, err: IO[str]) -> int:
+    import aiohttp
+
+    async with bot:
+        try:
+            await bot.start(token)
+        except discord.LoginFailure:
+            print(
+                "citebot: Discord refused DISCORD_TOKEN (it may have been reset). Copy a new token "
+                "from the Bot page of your application at https://discord.com/developers/applications.",
+                file=err,
+            )
+            return 1
+        except discord.PrivilegedIntentsRequired as exc:  # pragma: no cover - we request none
+            print(f"citebot: Discord refused the gateway intents: {exc}", file=err)
+            return 1
+        except (aiohttp.ClientError, OSError) as exc:
+            print(f"citebot: couldn't reach Discord ({type(exc).__name__}: {exc}).", file=err)
+            return 1
+    return 0

@@ -1,0 +1,1 @@
+"""Feature cogs, loaded by name from ``Citebot.setup_hook``."""

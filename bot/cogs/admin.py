@@ -1,0 +1,147 @@
+"""Changing the library (Manage Server only): /ingest, /forget; and the owner's ``sync``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from embeddings import IngestReport, Library, load_bytes
+from embeddings.articles import SUPPORTED_SUFFIXES
+from embeddings.fetch import Fetcher
+
+from .. import render
+from ..client import Citebot, UserError, guild_only_check
+from .articles import article_autocomplete
+
+log = logging.getLogger(__name__)
+
+
+def ingest_upload(library: Library, data: bytes, filename: str) -> IngestReport:
+    """Worker-thread: parse an uploaded file and add its articles.
+
+    The key is the file name, so uploading a changed file of the same name replaces the old
+    version instead of adding a second copy.
+    """
+    return library.ingest(load_bytes(data, name=filename, key=f"upload:{filename}"))
+
+
+def ingest_url(library: Library, url: str, fetcher: Fetcher) -> IngestReport:
+    """Worker-thread: fetch a URL (guarded, capped) and add its articles."""
+    return library.ingest(fetcher.load(url))
+
+
+def _source_label(url: str) -> str:
+    parts = urlsplit(url.strip().strip("<>"))
+    return render.shorten((parts.hostname or "") + parts.path, 80) or "the link"
+
+
+class Admin(commands.Cog):
+    """Library management for moderators, and command sync for the bot's owner."""
+
+    def __init__(self, bot: Citebot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="ingest")
+    @app_commands.describe(
+        file="A .txt, .md, .html or .jsonl file to add",
+        url="A link to a web page or text file to add",
+    )
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.checks.has_permissions(manage_guild=True)
+    @app_commands.check(guild_only_check)  # innermost, so it runs first
+    async def ingest(
+        self,
+        interaction: discord.Interaction[Citebot],
+        file: discord.Attachment | None = None,
+        url: str | None = None,
+    ) -> None:
+        """Add an article to this server's library from a file or a link (Manage Server)."""
+        if (file is None) == (url is None):
+            raise UserError("Give me either a file or a url (one of them, not both).")
+        limit = self.bot.settings.fetch_max_bytes
+        if file is not None:
+            suffix = Path(file.filename).suffix.lower()
+            if suffix not in SUPPORTED_SUFFIXES:
+                raise UserError(
+                    f"I can't read {suffix or 'files without an extension'}: upload a .txt, .md, "
+                    ".html or .jsonl file."
+                )
+            if file.size > limit:
+                raise UserError(
+                    f"{file.filename} is {file.size / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB. "
+                    "Split it into smaller files."
+                )
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        guild_id = interaction.guild_id
+        if file is not None:
+            data = await file.read()
+            report = await self.bot.in_library(guild_id, ingest_upload, data, file.filename, create=True)
+            source = file.filename
+        else:
+            assert url is not None
+            report = await self.bot.in_library(guild_id, ingest_url, url, self.bot.fetcher, create=True)
+            source = _source_label(url)
+        log.info(
+            "guild %s: user %s ingested %s: %d added, %d replaced, %d skipped",
+            guild_id,
+            interaction.user.id,
+            source,
+            report.count("added"),
+            report.count("replaced"),
+            report.count("skipped"),
+        )
+        await interaction.followup.send(embed=render.ingest_embed(report, source), ephemeral=True)
+
+    @app_commands.command(name="forget")
+    @app_commands.describe(article="The article to remove (start typing its title)")
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.checks.has_permissions(manage_guild=True)
+    @app_commands.check(guild_only_check)  # innermost, so it runs first
+    @app_commands.autocomplete(article=article_autocomplete)
+    async def forget(self, interaction: discord.Interaction[Citebot], article: str) -> None:
+        """Remove an article from this server's library (Manage Server)."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        info = await self.bot.in_library(interaction.guild_id, Library.forget, article)
+        log.info("guild %s: user %s forgot %s", interaction.guild_id, interaction.user.id, info.id)
+        await interaction.followup.send(
+            f"Removed “{render.escape(render.shorten(info.title, 200))}” ({info.passage_count} "
+            "passages) from this server's library.",
+            ephemeral=True,
+        )
+
+    @commands.command(name="sync", hidden=True)
+    @commands.is_owner()
+    async def sync(
+        self, ctx: commands.Context[Citebot], scope: Literal["global", "here", "clear"] = "global"
+    ) -> None:
+        """Owner only, after an upgrade: ``@citebot sync`` (global), ``sync here``, ``sync clear``.
+
+        ``here`` copies the commands to this server (instant); ``clear`` removes this server's
+        copies again, leaving the global ones.
+        """
+        if scope != "global" and ctx.guild is None:
+            await ctx.reply("`sync here` and `sync clear` work only in a server.")
+            return
+        if scope == "global":
+            synced = await self.bot.tree.sync()
+            await ctx.reply(f"Synced {len(synced)} global command(s).")
+        elif scope == "here":
+            synced = await self.bot.sync_commands(guild=ctx.guild)
+            await ctx.reply(f"Synced {len(synced)} command(s) to this server.")
+        else:
+            self.bot.tree.clear_commands(guild=ctx.guild)
+            await self.bot.tree.sync(guild=ctx.guild)
+            await ctx.reply("Removed this server's copies of the commands; the global ones remain.")
+
+
+async def setup(bot: Citebot) -> None:
+    """Extension entry point."""
+    await bot.add_cog(Admin(bot))
