@@ -100,7 +100,8 @@ class Libraries:
         self.encoder = encoder
         self._libraries: dict[str, Library] = {}
         self._known: set[str] = set()  # libraries seen to exist (they are never deleted)
-        self._lock = threading.Lock()  # called from worker threads
+        self._lock = threading.Lock()  # get() is called from worker threads
+        self._seed_lock = threading.Lock()  # seeding takes seconds; other servers must not wait
 
     def name_for(self, guild_id: int | None) -> str:
         """The library of a server, or the DM library for ``None``."""
@@ -132,7 +133,7 @@ class Libraries:
         if create or library.name in self._known:
             return library
         if guild_id is None:
-            with self._lock:  # one seeding at a time; the others then find it done
+            with self._seed_lock:  # one seeding at a time; the others then find it done
                 ensure_seeded(library, self.settings)
         if not library.exists():
             raise EmptyLibraryError(EMPTY_LIBRARY)

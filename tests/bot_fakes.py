@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,6 +276,7 @@ class Sent:
     url: str
     payload: dict[str, Any]
     order: int
+    at: float = field(default_factory=time.perf_counter)  # when it was sent (benchmarks)
 
     @property
     def kind(self) -> str:
