@@ -49,7 +49,7 @@ By Sam Reed / 02. Apr 2024
 
 Grey herons return to the island colony in February and lay three to five eggs.
 
-The chicks fledge after about fifty days on the nest.
+The chicks fledge after about fifty days on the nest. Volunteers, tell @everyone and <@&123456> to keep away.
 """
 
 
@@ -288,6 +288,43 @@ async def test_ingested_library_answers(admin_bot: FakeDiscord):
     await admin_bot.slash("ask", question="When do grey herons return to the island colony?")
     reply = admin_bot.recorder.last("followup")
     assert reply.embeds and reply.embeds[0].author.name == "Heron nesting season"
+    # Mentions in article text are shown as text and can never ping.
+    await admin_bot.slash("ask", question="How long until the chicks fledge from the nest?")
+    reply = admin_bot.recorder.last("followup")
+    assert "@everyone" in (reply.embeds[0].description or "") and "<@&123456>" in (
+        reply.embeds[0].description or ""
+    )
+    assert reply.body["allowed_mentions"] == {"parse": []}
     assert make_library(
         admin_bot.bot.settings, admin_bot.bot.store, admin_bot.bot.encoder, f"guild-{GUILD_A}"
     ).exists()
+
+
+async def test_huge_passage_and_300_character_title_stay_within_discords_limits(admin_settings: Settings):
+    """A model window of 2,000 words makes one passage of ~10,000 characters."""
+    store = LocalStore(admin_settings.data_dir)
+    async with running_bot(admin_settings, store, HashEncoder(dim=64, max_tokens=2000)) as fake:
+        title = "The longest title " + "that keeps going " * 17 + "and finally stops"
+        assert len(title) >= 300
+        body = " ".join(f"Kingfisher fact number {i} concerns the riverbank burrow." for i in range(150))
+        body += " The kingfisher dives from a perch at thirty kilometres per hour."
+        doc = Document(
+            key="big", title=title, text=body, paragraphs=((0, len(body)),), url="https://example.org/k"
+        )
+        fake.bot.libraries.get(GUILD_A).ingest([doc])
+        await fake.slash("ask", question="How fast does the kingfisher dive from a perch?")
+        answer = fake.recorder.last("followup")
+        (embed,) = answer.embeds
+        assert render.embed_problems(embed) == [] and len(embed) <= 6000
+        assert len(embed.description or "") <= render.ANSWER_BUDGET
+        assert "**The kingfisher dives from a perch at thirty kilometres per hour.**" in (
+            embed.description or ""
+        )
+        assert (embed.description or "").startswith("… ")
+        assert (embed.author.name or "").endswith("…") and len(embed.author.name or "") <= 256
+        fake.recorder.clear()
+        await fake.click(answer, answer.custom_ids[0])
+        (full,) = fake.recorder.last("followup").embeds
+        assert render.embed_problems(full) == []
+        assert len(full.description or "") > 3 * render.ANSWER_BUDGET  # the rest, as much as Discord allows
+    store.close()

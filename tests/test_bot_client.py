@@ -309,3 +309,19 @@ def test_feedback_lists_votes(cli_env: Path):
     out, err = io.StringIO(), io.StringIO()
     assert main(["feedback", "--library", "nothing-here"], out=out, err=err) == EXIT_ERROR
     assert "does not exist" in err.getvalue()
+
+
+async def test_every_message_is_sent_with_mentions_disabled(discord_bot: FakeDiscord):
+    await discord_bot.slash("ask", question="What has the US seen in Ukraine? @everyone")
+    answer = discord_bot.recorder.last("followup")
+    for custom_id in answer.custom_ids[:3]:
+        await discord_bot.click(answer, custom_id)
+    await discord_bot.slash("ask", question="banana bread <@&123> @here")
+    await discord_bot.slash("ask", question="   ")  # refused before the defer
+    await discord_bot.slash("help")
+    await discord_bot.say("What did Biden say?")
+    messages = [s for s in discord_bot.recorder.sent if s.body.get("content") or s.body.get("embeds")]
+    assert {s.kind for s in messages} == {"followup", "message", "channel"} and len(messages) == 8
+    for s in messages:
+        assert s.body["allowed_mentions"]["parse"] == [], s.kind
+        assert not s.body["allowed_mentions"].get("replied_user")
