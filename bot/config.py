@@ -179,6 +179,7 @@ class Settings:
     abstain_threshold: float | None = _setting(
         "CITEBOT_ABSTAIN_THRESHOLD", _opt(_float("CITEBOT_ABSTAIN_THRESHOLD")), None
     )
+    cross_encoder: str | None = _setting("CITEBOT_CROSS_ENCODER", _opt(str), None)
     log_level: str = _setting(
         "CITEBOT_LOG_LEVEL",
         _choice("CITEBOT_LOG_LEVEL", ("debug", "info", "warning", "error")),

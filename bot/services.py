@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import replace
 
 from embeddings import (
     ChunkSpec,
+    CrossEncoderReranker,
     Encoder,
     IngestReport,
     Library,
     LocalStore,
+    Reranker,
     SearchConfig,
     SentenceTransformerEncoder,
     Store,
@@ -63,6 +66,20 @@ def search_config(settings: Settings) -> SearchConfig:
     return config
 
 
+def make_reranker(settings: Settings) -> Reranker | None:
+    """The configured cross-encoder (loaded once per process), or None for the built-in only."""
+    if not settings.cross_encoder:
+        return None
+    return _cross_encoder(settings.cross_encoder)
+
+
+@functools.cache
+def _cross_encoder(model: str) -> CrossEncoderReranker:
+    # Every library (one per Discord server) shares one loaded model.
+    quiet_model_loading()
+    return CrossEncoderReranker(model)
+
+
 def make_library(
     settings: Settings,
     store: Store,
@@ -70,15 +87,19 @@ def make_library(
     name: str | None = None,
     *,
     write_timeout: float = 0.0,
+    reranker: Reranker | None = None,
 ) -> Library:
     """A :class:`Library` view named ``name`` (default: the configured library)."""
     tokens = settings.chunk_tokens or encoder.max_tokens
+    if reranker is None:
+        reranker = make_reranker(settings)
     return Library(
         store,
         encoder,
         name or settings.library,
         chunk=ChunkSpec(max_tokens=tokens, overlap=settings.chunk_overlap),
         search=search_config(settings),
+        reranker=reranker,
         write_timeout=write_timeout,
     )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .articles import clean_article, expand_paths, load_bytes, load_file, parse_html, parse_markdown
 from .chunking import ChunkSpec, chunk_document
-from .encoder import DEFAULT_MODEL, Encoder, HashEncoder, SentenceTransformerEncoder
+from .encoder import DEFAULT_MODEL, CrossEncoderReranker, Encoder, HashEncoder, SentenceTransformerEncoder
 from .errors import (
     CitebotError,
     CorruptIndexError,
@@ -21,7 +21,7 @@ from .errors import (
 )
 from .lexical import BM25, Analyzer
 from .library import MAX_QUESTION_CHARS, Library, clean_question
-from .search import SearchConfig
+from .search import Reranker, SearchConfig
 from .sentences import split_sentences
 from .store import ArticleWrite, Feedback, IndexSpec, Store
 from .store.local import LocalStore
@@ -52,6 +52,7 @@ __all__ = [
     "Citation",
     "CitebotError",
     "CorruptIndexError",
+    "CrossEncoderReranker",
     "Document",
     "Encoder",
     "Feedback",
@@ -70,6 +71,7 @@ __all__ = [
     "ModelLoadError",
     "NotFoundError",
     "Passage",
+    "Reranker",
     "SearchConfig",
     "SentenceTransformerEncoder",
     "Store",

@@ -284,3 +284,37 @@ class HashEncoder:
         if progress is not None and len(texts):
             progress(len(texts))
         return _normalise(out)
+
+
+class CrossEncoderReranker:
+    """A sentence-transformers cross-encoder (e.g. ``cross-encoder/ms-marco-MiniLM-L-6-v2``).
+
+    Loaded by path when ``model`` is a folder, else by name (which may download it where the
+    network allows). Scores are the model's raw outputs; higher means more relevant.
+    """
+
+    def __init__(self, model: str, *, device: str = "cpu", max_length: int = 512) -> None:
+        try:
+            from sentence_transformers import CrossEncoder
+        except ImportError as exc:  # pragma: no cover - a broken install
+            raise ModelLoadError(f"sentence-transformers is not installed: {exc}") from exc
+        path = Path(model).expanduser()
+        try:
+            self.model = CrossEncoder(
+                str(path) if path.exists() else model,
+                device=device,
+                max_length=max_length,
+                local_files_only=path.exists(),
+            )
+        except Exception as exc:
+            raise ModelLoadError(f"Could not load the cross-encoder {model!r}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def score(self, question: str, passages: Sequence[str]) -> list[float]:
+        """One score per passage (the last output column for multi-label heads)."""
+        if not passages:
+            return []
+        with self._lock:
+            raw = self.model.predict([(question, p) for p in passages], show_progress_bar=False)
+        arr = np.asarray(raw, dtype=np.float32).reshape(len(passages), -1)
+        return [float(v) for v in arr[:, -1]]

@@ -71,6 +71,40 @@ class BM25:
     k1: float = 1.2
     b: float = 0.75
 
+    def evidence(
+        self,
+        store: Store,
+        library: str,
+        terms: Sequence[str],
+        article_ids: Sequence[str] | None = None,
+    ) -> LexicalEvidence:
+        """BM25 scores and term coverage of every passage that shares a term with the query.
+
+        One pass over the postings gives both. Coverage is the idf-weighted share of the query's
+        distinct terms found in a passage; a term the library has never seen still counts in the
+        denominator, so a question about something absent never looks fully covered.
+        """
+        unique = list(dict.fromkeys(terms))
+        if not unique:
+            return LexicalEvidence({}, {}, {})
+        n, avgdl, df = store.lexical_stats(library, unique)
+        idf = {t: math.log(1 + (n - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5)) for t in unique}
+        scores: dict[int, float] = {}
+        found: dict[int, float] = {}
+        if n:
+            k1, b = self.k1, self.b
+            norm = avgdl or 1.0
+            for term, pid, tf, length in store.postings(
+                library, [t for t in unique if df.get(t)], article_ids
+            ):
+                w = idf[term]
+                scores[pid] = scores.get(pid, 0.0) + w * tf * (k1 + 1) / (
+                    tf + k1 * (1 - b + b * length / norm)
+                )
+                found[pid] = found.get(pid, 0.0) + w
+        total = sum(idf.values())
+        return LexicalEvidence(scores, {pid: v / total for pid, v in found.items()}, idf)
+
     def search(
         self,
         store: Store,
@@ -80,18 +114,20 @@ class BM25:
         article_ids: Sequence[str] | None = None,
     ) -> list[tuple[int, float]]:
         """Top ``k`` ``(passage_id, score)``, best first; ties go to the earlier passage."""
-        unique = list(dict.fromkeys(terms))
-        if not unique or k <= 0:
-            return []
-        n, avgdl, df = store.lexical_stats(library, unique)
-        if n == 0:
-            return []
-        idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
-        scores: dict[int, float] = {}
-        k1, b = self.k1, self.b
-        norm = avgdl or 1.0
-        for term, pid, tf, length in store.postings(library, list(df), article_ids):
-            denom = tf + k1 * (1 - b + b * length / norm)
-            scores[pid] = scores.get(pid, 0.0) + idf[term] * tf * (k1 + 1) / denom
-        best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-        return best[:k]
+        return top_scores(self.evidence(store, library, terms, article_ids).scores, k)
+
+
+@dataclass(frozen=True, slots=True)
+class LexicalEvidence:
+    """BM25 score and idf-weighted term coverage per passage, and the idf of each query term."""
+
+    scores: dict[int, float]
+    coverage: dict[int, float]
+    idf: dict[str, float]
+
+
+def top_scores(scores: dict[int, float], k: int) -> list[tuple[int, float]]:
+    """The ``k`` highest ``(id, score)`` pairs; ties go to the smaller id."""
+    if k <= 0:
+        return []
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .answer import build_answer
 from .articles import content_hash, expand_paths, load_file
 from .chunking import ChunkSpec, chunk_document
 from .encoder import Encoder
 from .errors import CitebotError, IndexMismatchError, InputError, NotFoundError
 from .lexical import Analyzer
-from .search import Candidate, Retriever, SearchConfig
+from .search import Candidate, Reranker, Retriever, SearchConfig
 from .sentences import split_sentences
 from .store import ArticleWrite, IndexSpec, Store, check_library_name
 from .types import (
@@ -69,6 +70,7 @@ class Library:
         chunk: ChunkSpec | None = None,
         analyzer: Analyzer | None = None,
         search: SearchConfig | None = None,
+        reranker: Reranker | None = None,
         write_timeout: float = 0.0,
     ) -> None:
         self.store = store
@@ -82,7 +84,7 @@ class Library:
             )
         self.analyzer = analyzer or Analyzer()
         self.config = search or SearchConfig()
-        self.retriever = Retriever(store, encoder, self.analyzer, self.config)
+        self.retriever = Retriever(store, encoder, self.analyzer, self.config, reranker=reranker)
         self.spec = IndexSpec(
             model=encoder.name,
             dim=encoder.dim,
@@ -436,13 +438,7 @@ class Library:
                     article=info,
                     score=c.score,
                     rank=len(hits) + 1,
-                    scores={
-                        "dense": c.dense,
-                        "sentence": c.sentence,
-                        "lexical": c.lexical,
-                        "lexical_norm": c.lexical_norm,
-                        "coverage": c.coverage,
-                    },
+                    scores=dict(c.features),
                 )
             )
         return hits
@@ -471,26 +467,7 @@ class Library:
         hits = self._hits(candidates)
         if timings is not None:
             timings["hits"] = timings.get("hits", 0.0) + time.perf_counter() - start
-        if not hits or hits[0].passage.id != candidates[0].passage_id:
-            return Answer(q, False, 0.0, (), None, notes)
-        top = hits[0]
-        best = candidates[0]
-        # Provisional until calibrated: the best sentence's cosine and how much of the
-        # question's content the passage contains.
-        confidence = 0.5 * best.sentence + 0.5 * best.coverage
-        answered = confidence >= self.config.abstain_threshold
-        highlight = None
-        if answered and best.sentence_span is not None:
-            a, b = best.sentence_span
-            highlight = (a - top.passage.start, b - top.passage.start)
-        return Answer(
-            question=q,
-            answered=answered,
-            confidence=confidence,
-            hits=tuple(hits),
-            highlight=highlight,
-            notes=notes,
-        )
+        return build_answer(q, candidates, hits, self.config, notes)
 
     def passage_context(self, passage: Passage) -> str:
         """The whole paragraph a passage comes from."""

@@ -1,64 +1,94 @@
-"""Retrieval: three candidate lists fused by score, and the evidence for each candidate.
+"""Retrieval: three candidate lists, two scoring stages, and the evidence behind each score.
 
-Candidates come from BM25 over passages, dense passage vectors, and dense sentence vectors (a
-passage scored by its best sentence). Each candidate then gets all three scores, and the final
-score is a weighted sum of:
+**Candidates** come from BM25 over passages, dense passage vectors, and dense sentence vectors
+(a passage ranked by its best sentence), ``candidates`` from each.
 
-* ``lexical``: BM25 divided by the best BM25 score for this question (0..1),
-* ``dense``: cosine of the question to the whole passage,
-* ``sentence``: cosine of the question to the passage's best sentence.
+**Stage 1** scores every candidate with cheap evidence already at hand:
 
-The sentence signal matters because a question usually targets one sentence, and a passage
-vector averages that sentence with the rest of the paragraph.
+* ``lexical_norm``: BM25 divided by the best BM25 score for this question (0..1);
+* ``dense``: cosine of the question to the passage vector;
+* ``sentence``: cosine of the question to the passage's best sentence vector;
+* ``coverage``: idf-weighted share of the question's terms found in the passage.
+
+**Stage 2** rescores the best ``rerank`` candidates with evidence that needs their text:
+
+* ``sentence_coverage``: the best single sentence's idf-weighted share of the question terms;
+* ``bigram_coverage``: share of the question's adjacent term pairs found in the passage.
+
+Both stages are linear; the weights were fitted on one half of SQuAD-dev and checked on the
+other (``benchmarks/fit_fusion.py``). The final score also gives the answer's confidence (see
+:mod:`embeddings.answer`). Sentence evidence matters because a question usually targets one
+sentence, while a passage vector averages that sentence with the rest of the paragraph.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .encoder import Encoder
-from .lexical import BM25, Analyzer
+from .lexical import BM25, Analyzer, top_scores
 from .store import Store
+from .types import Passage
+
+STAGE1_FEATURES = ("lexical_norm", "dense", "sentence", "coverage")
+FEATURES = (*STAGE1_FEATURES, "sentence_coverage", "bigram_coverage")
 
 
 @dataclass(frozen=True, slots=True)
 class SearchConfig:
     """Retrieval settings.
 
-    ``candidates`` passages are taken from each of the three retrievers; the weights combine
-    their scores; ``abstain_threshold`` is the confidence below which the answer is "not in the
-    library".
+    ``candidates`` passages come from each retriever; the best ``rerank`` after stage 1 are
+    rescored. ``stage1_weights``/``weights`` follow :data:`STAGE1_FEATURES`/:data:`FEATURES`.
+    ``confidence_center``/``confidence_scale`` map the final score to a 0..1 confidence, and
+    ``dense_confidence`` (weights of the best-sentence and passage cosines, then a bias) gives a
+    second one from the dense evidence alone; the answer's confidence is the larger of the two
+    (see :mod:`embeddings.answer`). ``abstain_threshold`` is the confidence below which the
+    answer is "not in the library".
+    ``highlight_coverage`` weighs term coverage against cosine when picking the sentence to
+    highlight.
     """
 
     candidates: int = 50
-    lexical_weight: float = 0.5
-    dense_weight: float = 0.3
-    sentence_weight: float = 1.0
-    abstain_threshold: float = 0.35
+    rerank: int = 20
+    stage1_weights: tuple[float, ...] = (3.56, 5.35, 7.58, 5.49)
+    weights: tuple[float, ...] = (2.48, 5.66, 6.76, 3.6, 3.36, 2.42)
+    confidence_center: float = 11.9
+    confidence_scale: float = 1.0
+    dense_confidence: tuple[float, float, float] = (11.83, 7.04, -8.87)
+    abstain_threshold: float = 0.64
+    highlight_coverage: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """A passage with the evidence gathered for it.
 
-    ``sentence_span`` is the best sentence's ``(start, end)`` in the article text; ``coverage``
-    is the idf-weighted share of the question's terms found in the passage.
+    ``features`` maps each name in :data:`FEATURES` to its value (stage-2 features only for
+    reranked candidates). ``highlight`` is the best sentence's ``(start, end)`` in the article
+    text, chosen by cosine plus term coverage.
     """
 
     passage_id: int
     score: float
-    dense: float
-    sentence: float
-    lexical: float
-    lexical_norm: float
-    coverage: float
-    sentence_span: tuple[int, int] | None
+    features: dict[str, float]
+    highlight: tuple[int, int] | None
+    reranked: bool = False
+
+
+@dataclass(slots=True)
+class _Sentence:
+    start: int
+    end: int
+    cosine: float
 
 
 class _Clock:
@@ -76,8 +106,28 @@ class _Clock:
         self.last = now
 
 
+def _dot(weights: Sequence[float], names: Sequence[str], features: dict[str, float]) -> float:
+    return sum(w * features.get(n, 0.0) for w, n in zip(weights, names, strict=True))
+
+
+def _bigrams(terms: Sequence[str]) -> set[tuple[str, str]]:
+    return set(itertools.pairwise(terms))
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """A model that scores (question, passage) pairs, e.g. a cross-encoder."""
+
+    def score(self, question: str, passages: Sequence[str]) -> list[float]:
+        """One relevance score per passage; higher is better."""
+
+
 class Retriever:
-    """Hybrid retrieval over one store with one encoder."""
+    """Hybrid retrieval with a two-stage linear reranker over one store and one encoder.
+
+    With a ``reranker`` (a cross-encoder), the stage-2 candidates are put in the reranker's
+    order; the linear score still drives the confidence, which is calibrated.
+    """
 
     def __init__(
         self,
@@ -86,12 +136,16 @@ class Retriever:
         analyzer: Analyzer,
         config: SearchConfig,
         bm25: BM25 | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
+        if len(config.stage1_weights) != len(STAGE1_FEATURES) or len(config.weights) != len(FEATURES):
+            raise ValueError("one weight per feature is needed")
         self.store = store
         self.encoder = encoder
         self.analyzer = analyzer
         self.config = config
         self.bm25 = bm25 or BM25()
+        self.reranker = reranker
 
     def embed_query(self, question: str) -> NDArray[np.float32]:
         """The normalised query vector."""
@@ -110,18 +164,20 @@ class Retriever:
         ``timings``, when given, receives the seconds spent in each stage.
         """
         clock = _Clock(timings)
-        n = self.config.candidates
+        cfg = self.config
         q = np.asarray(query_vector, dtype=np.float32)
         terms = list(dict.fromkeys(self.analyzer.terms(question)))
-        lexical = dict(self.bm25.search(self.store, library, terms, n, article_ids))
+        evidence = self.bm25.evidence(self.store, library, terms, article_ids)
+        lexical = dict(top_scores(evidence.scores, cfg.candidates))
         clock.lap("bm25")
         ids = list(lexical)
-        for pid, _ in self.store.dense_search(library, q, n, article_ids):
-            if pid not in lexical:
-                ids.append(pid)
-        clock.lap("dense")
         seen = set(ids)
-        for pid, _ in self.store.sentence_search(library, q, n, article_ids):
+        for pid, _ in self.store.dense_search(library, q, cfg.candidates, article_ids):
+            if pid not in seen:
+                ids.append(pid)
+                seen.add(pid)
+        clock.lap("dense")
+        for pid, _ in self.store.sentence_search(library, q, cfg.candidates, article_ids):
             if pid not in seen:
                 ids.append(pid)
                 seen.add(pid)
@@ -129,38 +185,85 @@ class Retriever:
         if not ids:
             return []
         dense = self.store.vectors(library, ids) @ q
-        best: dict[int, tuple[float, tuple[int, int]]] = {}
+        sentences: dict[int, list[_Sentence]] = {}
         for row in self.store.sentences(library, ids):
-            score = float(row.vector @ q)
-            if row.passage_id not in best or score > best[row.passage_id][0]:
-                best[row.passage_id] = (score, (row.start, row.end))
+            sentences.setdefault(row.passage_id, []).append(
+                _Sentence(row.start, row.end, float(row.vector @ q))
+            )
+        idf, coverage = evidence.idf, evidence.coverage
         top_lexical = max(lexical.values(), default=0.0) or 1.0
-        coverage = self._coverage(library, terms, ids)
         clock.lap("evidence")
-        cfg = self.config
-        out = []
+
+        stage1: list[Candidate] = []
         for pid, d in zip(ids, dense, strict=True):
-            s, span = best.get(pid, (float(d), None))
-            lex = lexical.get(pid, 0.0)
-            norm = lex / top_lexical
-            score = cfg.lexical_weight * norm + cfg.dense_weight * float(d) + cfg.sentence_weight * s
-            out.append(Candidate(pid, score, float(d), s, lex, norm, coverage.get(pid, 0.0), span))
+            sents = sentences.get(pid, [])
+            features = {
+                "lexical_norm": evidence.scores.get(pid, 0.0) / top_lexical,
+                "dense": float(d),
+                "sentence": max((s.cosine for s in sents), default=float(d)),
+                "coverage": coverage.get(pid, 0.0),
+            }
+            score = _dot(cfg.stage1_weights, STAGE1_FEATURES, features)
+            stage1.append(Candidate(pid, score, features, None))
+        stage1.sort(key=lambda c: (-c.score, c.passage_id))
+        head = self._rerank(library, terms, idf, stage1[: cfg.rerank], sentences, question)
+        clock.lap("rerank")
+        return head + stage1[cfg.rerank :]
+
+    def _rerank(
+        self,
+        library: str,
+        terms: Sequence[str],
+        idf: dict[str, float],
+        head: Sequence[Candidate],
+        sentences: dict[int, list[_Sentence]],
+        question: str,
+    ) -> list[Candidate]:
+        """Stage 2: add text-level evidence to the best candidates, rescore, pick highlights."""
+        cfg = self.config
+        total = sum(idf.values()) or 1.0
+        wanted = set(terms)
+        q_bigrams = _bigrams(terms)
+        texts = {p.id: p for p in self.store.passages(library, [c.passage_id for c in head])}
+        articles: dict[str, str] = {}
+        out: list[Candidate] = []
+        for c in head:
+            passage = texts.get(c.passage_id)
+            if passage is None:
+                continue
+            article_text = articles.get(passage.article_id)
+            if article_text is None:
+                article = self.store.get_article(library, passage.article_id)
+                article_text = articles[passage.article_id] = article.text if article else ""
+            best_cov = 0.0
+            highlight: tuple[int, int] | None = None
+            best_pick = -math.inf
+            for s in sentences.get(c.passage_id, []):
+                found = wanted.intersection(self.analyzer.terms(article_text[s.start : s.end]))
+                cov = sum(idf[t] for t in found) / total
+                best_cov = max(best_cov, cov)
+                pick = s.cosine + cfg.highlight_coverage * cov
+                if pick > best_pick:
+                    best_pick, highlight = pick, (s.start, s.end)
+            p_terms = self.analyzer.terms(passage.text)
+            features = {
+                **c.features,
+                "sentence_coverage": best_cov,
+                "bigram_coverage": len(q_bigrams & _bigrams(p_terms)) / len(q_bigrams) if q_bigrams else 0.0,
+            }
+            out.append(
+                Candidate(c.passage_id, _dot(cfg.weights, FEATURES, features), features, highlight, True)
+            )
         out.sort(key=lambda c: (-c.score, c.passage_id))
-        clock.lap("fuse")
+        if self.reranker is not None and out:
+            out = self._cross_encode(question, out, texts)
         return out
 
-    def _coverage(self, library: str, terms: Sequence[str], ids: Sequence[int]) -> dict[int, float]:
-        """Idf-weighted share of the question's terms that occur in each passage."""
-        if not terms:
-            return {}
-        n, _, df = self.store.lexical_stats(library, terms)
-        # Terms the library has never seen still count in the denominator: a question about
-        # something absent should not look fully covered.
-        idf = {t: math.log(1 + (n - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5)) for t in terms}
-        total = sum(idf.values()) or 1.0
-        wanted = set(ids)
-        found: dict[int, float] = {}
-        for term, pid, _, _ in self.store.postings(library, [t for t in terms if t in df]):
-            if pid in wanted:
-                found[pid] = found.get(pid, 0.0) + idf[term]
-        return {pid: v / total for pid, v in found.items()}
+    def _cross_encode(
+        self, question: str, head: list[Candidate], texts: dict[int, Passage]
+    ) -> list[Candidate]:
+        """Reorder by the reranker's score (ties keep the linear order)."""
+        assert self.reranker is not None
+        scores = self.reranker.score(question, [texts[c.passage_id].text for c in head])
+        ranked = sorted(zip(scores, range(len(head)), head, strict=True), key=lambda t: (-t[0], t[1]))
+        return [replace(c, features={**c.features, "reranker": float(s)}) for s, _, c in ranked]

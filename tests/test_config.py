@@ -68,7 +68,9 @@ def test_token_is_not_in_repr():
 
 
 def test_core_never_imports_discord():
-    code = "import sys, embeddings, embeddings.store.local, embeddings.evaluate; print('discord' in sys.modules)"
+    code = (
+        "import sys, embeddings, embeddings.store.local, embeddings.evaluate; print('discord' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
 
