@@ -1,6 +1,7 @@
 """Event-loop lag of the Discord bot while 20 /ask run at once and an /ingest runs.
 
     python benchmarks/bot_latency.py [--data ../shared/eval/squad-dev] [--articles 4] [--asks 20] [--rounds 3]
+                                     [--workers 4] [--keep DIR]
 
 The gateway heartbeat is a task on the bot's event loop; if the loop stalls, the heartbeat is
 late (discord.py warns "heartbeat blocked" and Discord eventually drops the connection). So
@@ -11,7 +12,9 @@ how late it wakes up, while the bot serves requests through its real command cal
 Scenarios:
 1. bot: 20 /ask interactions delivered at once plus one /ingest of a new article (attachment).
 2. serial reference: the same 20 questions asked one after another with no event loop.
-3. blocking contrast: the 20 questions answered *on* the loop (no worker thread), to show
+3. control: the ticker alone on the idle bot, for as long as a round: the stalls that other
+   processes on the machine cause by themselves.
+4. blocking contrast: the 20 questions answered *on* the loop (no worker thread), to show
    what the ticker would report if the bot blocked.
 
 Prints a Markdown table. The target is a worst lag under 100 ms.
@@ -23,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -35,6 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from discord.webhook.async_ import async_context  # noqa: E402
 
+from bot.client import WORKERS  # noqa: E402
 from bot.config import Settings  # noqa: E402
 from bot.services import make_library, quiet_model_loading  # noqa: E402
 from embeddings import Document, LocalStore, SentenceTransformerEncoder  # noqa: E402
@@ -145,6 +150,15 @@ async def scenario_bot(
     }
 
 
+async def scenario_idle(seconds: float) -> tuple[float, float, float]:
+    """The ticker alone: what the machine itself (other processes) does to the loop."""
+    ticker = Ticker()
+    with ticker:
+        await asyncio.sleep(seconds)
+    await ticker.stopped()
+    return ticker.stats()
+
+
 def serial(library, questions: list[str]) -> float:  # type: ignore[no-untyped-def]
     """The same questions, one after another, no event loop: seconds in all."""
     t = time.perf_counter()
@@ -184,22 +198,28 @@ async def run(args: argparse.Namespace) -> None:
         settings = Settings.load(
             environ={"CITEBOT_ASK_COOLDOWN": "off"}, env_file=None, data_dir=Path(tmp), seeds_dir=Path(tmp)
         )
+        build = 0.0
+        if args.keep and (args.keep / "libraries" / f"guild-{GUILD_A}").is_dir():
+            shutil.copytree(args.keep, tmp, dirs_exist_ok=True)  # a copy: each run ingests anew
         store = LocalStore(settings.data_dir)
         library = make_library(settings, store, model, f"guild-{GUILD_A}")
-        t = time.perf_counter()
-        library.ingest([document(a) for a in library_articles])
-        build = time.perf_counter() - t
+        if not library.exists():
+            t = time.perf_counter()
+            library.ingest([document(a) for a in library_articles])
+            build = time.perf_counter() - t
+            if args.keep:
+                shutil.copytree(tmp, args.keep, dirs_exist_ok=True)
         passages = sum(a.passage_count for a in library.articles())
         library.ask(questions[0])  # warm caches for every scenario alike
 
         serial_before = serial(library, questions)
-        fake, token = await start_bot(settings, store, model)
+        fake, token = await start_bot(settings, store, model, workers=args.workers)
         try:
             await fake.slash("ask", question=questions[0])  # warm the bot's own library object
-            rounds = [
-                await scenario_bot(fake, questions, f"{extra['id']}.txt", article_text(extra))
-                for extra in extras
-            ]
+            rounds = []
+            for extra in extras:
+                rounds.append(await scenario_bot(fake, questions, f"{extra['id']}.txt", article_text(extra)))
+            idle = await scenario_idle(max(float(r["wall"]) for r in rounds))  # type: ignore[arg-type]
         finally:
             async_context.reset(token)
             await fake.bot.close()
@@ -209,8 +229,9 @@ async def run(args: argparse.Namespace) -> None:
 
     n = len(questions)
     print(
-        f"Library: {len(library_articles)} SQuAD-dev articles, {passages} passages (built in {build:.0f} s). "
-        f"{os.cpu_count()} CPUs, shared: load average {load_before:.1f} at the start, "
+        f"Library: {len(library_articles)} SQuAD-dev articles, {passages} passages"
+        + (f" (built in {build:.0f} s). " if build else " (reused). ")
+        + f"{args.workers} worker threads. {os.cpu_count()} CPUs, shared: load average {load_before:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end.\n"
     )
     print(
@@ -229,6 +250,10 @@ async def run(args: argparse.Namespace) -> None:
     print(
         f"| serial reference: {n} `Library.ask`, no loop (before / after) | – | – | – "
         f"| {serial_before:.2f} s / {serial_after:.2f} s | {serial_before / n:.3f} s / {serial_after / n:.3f} s | – |"
+    )
+    imx, ip99, imed = idle
+    print(
+        f"| control: the ticker alone, bot idle | {imx:.1f} ms | {ip99:.1f} ms | {imed:.2f} ms | – | – | – |"
     )
     bmx, bp99, bmed = blocking["lag"]  # type: ignore[misc]
     print(
@@ -252,6 +277,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "eval" / "squad-dev")
     parser.add_argument("--articles", type=int, default=4, help="articles in the server's library")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the concurrent scenario")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="the bot's worker threads")
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the built library in DIR and reuse it")
     parser.add_argument("--asks", type=int, default=20, help="concurrent /ask interactions")
     args = parser.parse_args()
     if not (args.data / "articles.jsonl").exists():

@@ -18,6 +18,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, TypeVar
 
 import discord
@@ -57,6 +58,10 @@ EMPTY_LIBRARY = (
 )
 WRITE_TIMEOUT = 10.0
 """Seconds a write waits for another process (a CLI ingest) holding the library's lock."""
+WORKERS = 4
+"""Worker threads for model and store work. Inference is serialised anyway, so more threads
+would only queue; a pool of its own also keeps a flood of questions from taking every thread
+of the loop's default executor."""
 
 
 class UserError(app_commands.AppCommandError):
@@ -291,6 +296,7 @@ class Citebot(commands.AutoShardedBot):
         sync_on_start: bool = True,
         announce: Callable[[str], None] | None = None,
         tree_cls: type[CitebotTree] = CitebotTree,
+        workers: int = WORKERS,
         **options: Any,
     ) -> None:
         super().__init__(
@@ -311,6 +317,7 @@ class Citebot(commands.AutoShardedBot):
         self.fetcher = fetcher or Fetcher(timeout=settings.fetch_timeout, max_bytes=settings.fetch_max_bytes)
         self.ask_cooldown = UserCooldown(settings.ask_cooldown)
         self.sync_on_start = sync_on_start
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="citebot-library")
         self._announce = announce
         self._announced = False
 
@@ -364,13 +371,21 @@ class Citebot(commands.AutoShardedBot):
         create: bool = False,
         **kwargs: Any,
     ) -> T:
-        """Run ``work(library, *args, **kwargs)`` in a worker thread on the server's library."""
+        """Run ``work(library, *args, **kwargs)`` in a worker thread on the server's library.
+
+        Never on the event loop: the model and the store block for milliseconds to seconds.
+        """
         libraries = self.libraries
 
         def run() -> T:
             return work(libraries.ready(guild_id, create=create), *args, **kwargs)
 
-        return await asyncio.to_thread(run)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
+
+    async def close(self) -> None:
+        """Disconnect, then let the worker threads finish what they are doing."""
+        await super().close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def on_ready(self) -> None:
         """Log (and announce once) who the bot is and how to invite it."""

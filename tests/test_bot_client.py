@@ -3,12 +3,15 @@ token kept out of logs, settings, and the `run` / `feedback` commands."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import os
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -325,3 +328,31 @@ async def test_every_message_is_sent_with_mentions_disabled(discord_bot: FakeDis
     for s in messages:
         assert s.body["allowed_mentions"]["parse"] == [], s.kind
         assert not s.body["allowed_mentions"].get("replied_user")
+
+
+async def test_library_work_runs_off_the_event_loop(
+    discord_bot: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+):
+    """A slow model (0.3 s a question) must not stall the loop that carries the heartbeat."""
+    threads: list[str] = []
+    real_ask = Library.ask
+
+    def slow_ask(self: Library, question: str, **kw: object):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        time.sleep(0.3)
+        return real_ask(self, question, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Library, "ask", slow_ask)
+    lags: list[float] = []
+
+    async def ticker() -> None:
+        for _ in range(60):
+            t = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - t - 0.01)
+
+    questions = ["What did Biden say?", "Which weapons?", "What will the ICC look at?", "Who is Blinken?"]
+    await asyncio.gather(ticker(), *(discord_bot.slash("ask", question=q) for q in questions))
+    assert len(threads) == 4 and all(name.startswith("citebot-library") for name in threads)
+    assert max(lags) < 0.2  # on the loop, one question alone would stall it for 0.3 s
+    assert discord_bot.recorder.kinds().count("followup") == 4
