@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -76,6 +77,31 @@ def document(article: dict) -> Document:
     return Document(key=article["id"], title=article["title"], text=text, paragraphs=tuple(spans))
 
 
+class GCWatch:
+    """Durations of the garbage collector's passes: a pass holds the GIL, stopping every thread."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._start))
+
+    def __enter__(self) -> GCWatch:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+    def worst(self) -> float:
+        """The longest pass, in ms."""
+        return max((d for _, d in self.pauses), default=0.0) * 1000
+
+
 class Ticker:
     """Sleeps ``TICK`` in a loop and records how late each wake-up is."""
 
@@ -123,7 +149,7 @@ async def scenario_bot(
     fake.http.cdn[attachment["url"]] = ingest_bytes
     fake.recorder.clear()
     ticker = Ticker()
-    with ticker:
+    with ticker, GCWatch() as gcw:
         await asyncio.sleep(0.05)  # the ticker's first ticks run on an idle loop
         start = time.perf_counter()
         asks = [timed(lambda q=q: fake.slash("ask", question=q)) for q in questions]
@@ -140,6 +166,7 @@ async def scenario_bot(
     added = [a for a in answers if a.embeds and (a.embeds[0].title or "").startswith("Added 1 article")]
     assert len(added) == 1, "the /ingest did not add its article"
     return {
+        "gc": gcw.worst(),
         "lag": ticker.stats(),
         "ticks": len(ticker.lags),
         "wall": wall,
@@ -231,35 +258,78 @@ async def run(args: argparse.Namespace) -> None:
     print(
         f"Library: {len(library_articles)} SQuAD-dev articles, {passages} passages"
         + (f" (built in {build:.0f} s). " if build else " (reused). ")
-        + f"{args.workers} worker threads. {os.cpu_count()} CPUs, shared: load average {load_before:.1f} at the start, "
-        f"{os.getloadavg()[0]:.1f} at the end.\n"
+        + f"{args.workers} worker threads. {os.cpu_count()} CPUs, shared: load average "
+        f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.\n"
     )
-    print(
-        "| scenario | worst loop lag | p99 lag | median lag | wall time | per ask (median / max) | /ingest |"
-    )
-    print("|---|---|---|---|---|---|---|")
+    rows = [
+        (
+            "scenario",
+            "worst loop lag",
+            "p99 lag",
+            "median lag",
+            "wall time",
+            "per ask (median / max)",
+            "/ingest",
+            "longest GC pass",
+        )
+    ]
     for i, (extra, r) in enumerate(zip(extras, rounds, strict=True), start=1):
         mx, p99, med = r["lag"]  # type: ignore[misc]
         asks: list[float] = r["ask"]  # type: ignore[assignment]
-        kb = len(article_text(extra)) / 1000
-        print(
-            f"| bot round {i}: {n} concurrent /ask + /ingest ({kb:.0f} kB) | **{mx:.1f} ms** | {p99:.1f} ms "
-            f"| {med:.2f} ms | {r['wall']:.2f} s | {statistics.median(asks):.2f} s / {max(asks):.2f} s "
-            f"| {r['ingest']:.2f} s |"
+        rows.append(
+            (
+                f"bot round {i}: {n} concurrent /ask + /ingest ({len(article_text(extra)) / 1000:.0f} kB)",
+                f"**{mx:.1f} ms**",
+                f"{p99:.1f} ms",
+                f"{med:.2f} ms",
+                f"{r['wall']:.2f} s",
+                f"{statistics.median(asks):.2f} s / {max(asks):.2f} s",
+                f"{r['ingest']:.2f} s",
+                f"{r['gc']:.1f} ms",
+            )
         )
-    print(
-        f"| serial reference: {n} `Library.ask`, no loop (before / after) | – | – | – "
-        f"| {serial_before:.2f} s / {serial_after:.2f} s | {serial_before / n:.3f} s / {serial_after / n:.3f} s | – |"
+    rows.append(
+        (
+            f"serial reference: {n} `Library.ask`, no loop (before / after)",
+            "–",
+            "–",
+            "–",
+            f"{serial_before:.2f} s / {serial_after:.2f} s",
+            f"{serial_before / n:.3f} s / {serial_after / n:.3f} s",
+            "–",
+            "–",
+        )
     )
     imx, ip99, imed = idle
-    print(
-        f"| control: the ticker alone, bot idle | {imx:.1f} ms | {ip99:.1f} ms | {imed:.2f} ms | – | – | – |"
+    rows.append(
+        (
+            "control: the ticker alone, bot idle",
+            f"{imx:.1f} ms",
+            f"{ip99:.1f} ms",
+            f"{imed:.2f} ms",
+            "–",
+            "–",
+            "–",
+            "–",
+        )
     )
     bmx, bp99, bmed = blocking["lag"]  # type: ignore[misc]
-    print(
-        f"| contrast: the same asks run *on* the loop | {bmx:.1f} ms | {bp99:.1f} ms | {bmed:.2f} ms "
-        f"| {blocking['wall']:.2f} s | – | – |"
+    rows.append(
+        (
+            "contrast: the same asks run *on* the loop",
+            f"{bmx:.1f} ms",
+            f"{bp99:.1f} ms",
+            f"{bmed:.2f} ms",
+            f"{blocking['wall']:.2f} s",
+            "–",
+            "–",
+            "–",
+        )
     )
+    print("| " + " | ".join(rows[0]) + " |")
+    print("|" + "---|" * len(rows[0]))
+    for row in rows[1:]:
+        print("| " + " | ".join(row) + " |")
     worst = max(r["lag"][0] for r in rounds)  # type: ignore[index]
     defer = max(r["defer_worst"] for r in rounds)  # type: ignore[type-var]
     answered = min(r["answered"] for r in rounds)  # type: ignore[type-var]

@@ -13,6 +13,7 @@ a short apology, and no interaction is left unanswered.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import threading
@@ -330,6 +331,10 @@ class Citebot(commands.AutoShardedBot):
         """Load the cogs, then sync commands: to DEV_GUILD_ID at once if set, else globally."""
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        # The model and its libraries are loaded: move everything alive now out of the garbage
+        # collector's way. A full collection holds the GIL, so walking the millions of objects
+        # of torch and transformers would stall the event loop (and the heartbeat) each time.
+        gc.freeze()
         if self.sync_on_start and self.syncs_commands:
             await self.sync_commands()
 
