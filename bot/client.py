@@ -300,6 +300,9 @@ class Citebot(commands.AutoShardedBot):
         workers: int = WORKERS,
         **options: Any,
     ) -> None:
+        # citebot never joins voice channels: skip discord.py's warnings about voice libraries.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         super().__init__(
             command_prefix=commands.when_mentioned,  # only "@citebot sync" (owner)
             intents=make_intents(),

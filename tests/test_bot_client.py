@@ -213,16 +213,23 @@ async def test_token_never_reaches_logs_or_discord_payloads(
     assert all(TOKEN not in json.dumps(s.payload) and TOKEN not in s.url for s in sent)
 
 
-def test_serve_reports_a_refused_token_without_printing_it(hash_settings: Settings, caplog):
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (discord.LoginFailure("Improper token has been passed."), "citebot: Discord refused DISCORD_TOKEN"),
+        (OSError("Name or service not known"), "citebot: couldn't reach Discord (OSError: Name or service"),
+    ],
+)
+def test_serve_fails_cleanly_without_printing_the_token(hash_settings: Settings, caplog, error, message):
     bot = Citebot(hash_settings, LocalStore(hash_settings.data_dir), HashEncoder())
-    http = RecordingHTTP(Recorder(), login_error=discord.LoginFailure("Improper token has been passed."))
+    http = RecordingHTTP(Recorder(), login_error=error)
     bot.http = http
     bot._connection.http = http
     err = io.StringIO()
     with caplog.at_level(logging.DEBUG):
         code = serve(bot, TOKEN, err)
     assert code == 1
-    assert "Discord refused DISCORD_TOKEN" in err.getvalue()
+    assert err.getvalue().startswith(message)
     assert TOKEN not in err.getvalue() and TOKEN not in caplog.text
     assert http.logins == [TOKEN]
 
