@@ -25,6 +25,7 @@ from .search import SearchConfig
 from .sentences import split_sentences
 from .store import ArticleWrite, Feedback, IndexSpec, Store
 from .store.local import LocalStore
+from .summarize import SummaryConfig, summarize_document, summarize_text
 from .types import (
     Answer,
     Article,
@@ -74,6 +75,7 @@ __all__ = [
     "SentenceTransformerEncoder",
     "Store",
     "Summary",
+    "SummaryConfig",
     "SummarySentence",
     "chunk_document",
     "clean_article",
@@ -82,4 +84,6 @@ __all__ = [
     "parse_html",
     "parse_markdown",
     "split_sentences",
+    "summarize_document",
+    "summarize_text",
 ]
