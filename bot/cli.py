@@ -1,4 +1,4 @@
-"""The ``citebot`` command line: ingest, articles, forget, ask, chat, rebuild, run, feedback.
+"""The ``citebot`` command line: ingest, articles, forget, ask, chat, summary, rebuild, run, feedback.
 
 Errors from the core become one line on stderr and a non-zero exit status.
 """
@@ -13,7 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from embeddings import Answer, CitebotError, Encoder, IngestReport, Library
+from embeddings import (
+    Answer,
+    ArticleInfo,
+    CitebotError,
+    Encoder,
+    IngestReport,
+    Library,
+    Summary,
+    summarize_text,
+)
 from embeddings.library import clean_question
 
 from .config import Settings
@@ -60,6 +69,27 @@ class Terminal:
         lines.append(self.dim(f"  confidence {answer.confidence:.2f}"))
         return "\n".join(lines)
 
+    def summary(self, summary: Summary) -> str:
+        """Each summary sentence with its paragraph, then the article's citation line."""
+        lines = [self.dim(f"note: {n}") for n in summary.notes]
+        lines.extend(f"{s.text} [¶ {s.paragraph}]" for s in summary.sentences)
+        lines.append("")
+        lines.append("— " + _article_line(summary.article))
+        return "\n".join(lines)
+
+
+def _article_line(info: ArticleInfo) -> str:
+    """Title, byline, date and link of an article (a citation without a paragraph)."""
+    parts = [f"“{info.title}”"]
+    if info.byline:
+        parts.append(f"by {info.byline}")
+    if info.date:
+        parts.append(info.date)
+    line = ", ".join(parts)
+    if info.url:
+        line += f" <{info.url}>"
+    return line
+
 
 def _answer_json(answer: Answer) -> dict[str, object]:
     best = answer.best
@@ -81,6 +111,19 @@ def _answer_json(answer: Answer) -> dict[str, object]:
         },
         "closest_articles": list(dict.fromkeys(h.article.title for h in answer.hits)),
         "notes": list(answer.notes),
+    }
+
+
+def _summary_json(summary: Summary) -> dict[str, object]:
+    a = summary.article
+    return {
+        "article": {"id": a.id, "title": a.title, "byline": a.byline, "date": a.date, "url": a.url},
+        "sentences": [
+            {"text": s.text, "paragraph": s.paragraph, "start": s.start, "end": s.end}
+            for s in summary.sentences
+        ],
+        "whole": summary.whole,
+        "notes": list(summary.notes),
     }
 
 
@@ -295,6 +338,28 @@ def cmd_chat(app: App, args: argparse.Namespace) -> int:
         print(file=app.out)
 
 
+def cmd_summary(app: App, args: argparse.Namespace) -> int:
+    """citebot summary ARTICLE [--sentences N]"""
+    if args.sentences < 1:
+        print("citebot: --sentences must be at least 1.", file=app.err)
+        return EXIT_USAGE
+    if args.article.strip() == "-":
+        summary = summarize_text(sys.stdin.read(), app.encoder, args.sentences)
+    else:
+        summary = app.seeded_library(args.library).summarize(args.article, args.sentences)
+    if args.json:
+        print(json.dumps(_summary_json(summary), indent=2, ensure_ascii=False), file=app.out)
+    elif args.article.strip() == "-":
+        # One sentence per line and nothing else on stdout, so other tools can score it.
+        for note in summary.notes:
+            print(f"note: {note}", file=app.err)
+        for s in summary.sentences:
+            print(" ".join(s.text.split()), file=app.out)
+    else:
+        print(Terminal(app.out).summary(summary), file=app.out)
+    return EXIT_OK
+
+
 def cmd_rebuild(app: App, args: argparse.Namespace) -> int:
     """citebot rebuild"""
     lib = app.library(args.library)
@@ -495,6 +560,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="An interactive loop: type a question, get a cited answer.",
     )
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser(
+        "summary",
+        parents=[common],
+        help="summarize an article in a few of its own sentences",
+        description="An extractive summary: sentences of the article, in article order, each "
+        "citing its paragraph. ARTICLE is an id or a title; '-' summarizes text read from "
+        "stdin and prints one sentence per line.",
+    )
+    p.add_argument("article", metavar="ARTICLE", help="article id (or a unique prefix), title, or '-'")
+    p.add_argument(
+        "--sentences", "-n", type=int, default=3, metavar="N", help="how many sentences (default 3)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser(
         "rebuild",

@@ -25,6 +25,7 @@ from .search import Reranker, SearchConfig
 from .sentences import split_sentences
 from .store import ArticleWrite, Feedback, IndexSpec, Store
 from .store.local import LocalStore
+from .summarize import SummaryConfig, summarize_document, summarize_text
 from .types import (
     Answer,
     Article,
@@ -76,6 +77,7 @@ __all__ = [
     "SentenceTransformerEncoder",
     "Store",
     "Summary",
+    "SummaryConfig",
     "SummarySentence",
     "chunk_document",
     "clean_article",
@@ -86,4 +88,6 @@ __all__ = [
     "parse_html",
     "parse_markdown",
     "split_sentences",
+    "summarize_document",
+    "summarize_text",
 ]

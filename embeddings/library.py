@@ -25,6 +25,7 @@ from .lexical import Analyzer
 from .search import Candidate, Reranker, Retriever, SearchConfig
 from .sentences import split_sentences
 from .store import ArticleWrite, IndexSpec, Store, check_library_name
+from .summarize import SUMMARIZER_VERSION, make_summary, spans_from_json, spans_to_json, summarize_document
 from .types import (
     Answer,
     ArticleInfo,
@@ -33,6 +34,7 @@ from .types import (
     IngestReport,
     IngestResult,
     Passage,
+    Summary,
 )
 
 MAX_QUESTION_CHARS = 1000
@@ -475,3 +477,22 @@ class Library:
         if article is None:
             raise NotFoundError("That article has been removed from the library.")
         return article.paragraph_text(passage.paragraph)
+
+    def summarize(self, ref: str, sentences: int = 3) -> Summary:
+        """An extractive summary of one article (by id or title), cached until the article changes."""
+        if sentences < 1:
+            raise InputError("Ask for at least one sentence.")
+        info = self.resolve(ref)
+        article = self.store.get_article(self.name, info.id)
+        if article is None:
+            raise NotFoundError("That article has been removed from the library.")
+        info = article.info
+        # The store drops an article's entries when it changes; the hash in the key also makes a
+        # stale entry unreachable, and the version retires entries of an older summarizer.
+        key = f"{info.id}:{info.content_hash}:{sentences}:v{SUMMARIZER_VERSION}"
+        cached = self.store.get_cached(self.name, "summary", key)
+        spans = spans_from_json(cached, article.paragraphs) if cached else None
+        if spans is None:
+            spans = summarize_document(article.text, article.paragraphs, self.encoder, sentences)
+            self.store.put_cached(self.name, "summary", key, info.id, spans_to_json(spans))
+        return make_summary(info, article.text, article.paragraphs, spans, sentences)
