@@ -41,9 +41,10 @@ from embeddings.search import FEATURES, STAGE1_FEATURES  # noqa: E402
 def collect(lib: Library, questions: list[dict], record_of: dict[str, str]) -> list[dict]:
     """Per question: stage-1 features of all candidates, stage-2 of the reranked, gold flags."""
     rows = []
-    for q in questions:
-        text = " ".join(str(q["question"]).split())
-        qvec = lib.retriever.embed_query(text)
+    texts = [" ".join(str(q["question"]).split()) for q in questions]
+    # One batched encode: single-question calls would spend most of the time in overhead.
+    vectors = lib.encoder.encode(texts, kind="query")
+    for q, text, qvec in zip(questions, texts, vectors, strict=True):
         cands = lib.retriever.candidates(lib.name, text, qvec)
         passages = {p.id: p for p in lib.store.passages(lib.name, [c.passage_id for c in cands])}
         gold = []
@@ -172,9 +173,9 @@ def main() -> None:
     half = Library(store, encoder, "fit-half", chunk=full.chunk, search=config)
     half.ingest(documents(inside_articles, str(args.data)))
     feats, inside = [], []
-    for q in data.questions:
-        text = " ".join(str(q["question"]).split())
-        cands = half.retriever.candidates(half.name, text, half.retriever.embed_query(text))
+    texts = [" ".join(str(q["question"]).split()) for q in data.questions]
+    for q, text, qvec in zip(data.questions, texts, half.encoder.encode(texts, kind="query"), strict=True):
+        cands = half.retriever.candidates(half.name, text, qvec)
         c = cands[0]
         feats.append((c.score, c.features["sentence"], c.features["dense"]))
         inside.append(q["article_id"] in train_articles)
