@@ -32,6 +32,7 @@ from embeddings import (
 from embeddings.articles import assemble
 from embeddings.errors import InputError
 from embeddings.summarize import (
+    SUMMARIZER_VERSION,
     SummaryConfig,
     directed_centrality,
     rank_sentences,
@@ -271,7 +272,7 @@ def test_library_summary_uses_cache_until_the_article_changes(tmp_path: Path) ->
     first = lib.summarize("City council approves new bike lanes", sentences=2)
     assert len(first.sentences) == 2 and not first.whole
     info = first.article
-    key = f"{info.id}:{info.content_hash}:2:v1"
+    key = f"{info.id}:{info.content_hash}:2:v{SUMMARIZER_VERSION}"
     assert lib.store.get_cached(lib.name, "summary", key) is not None
 
     encoder.calls = 0
