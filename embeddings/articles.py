@@ -180,6 +180,7 @@ _BOILERPLATE = re.compile(
       | click\ (?:here|to)\b.{0,80}
       | (?:hide|show|enlarge|expand)\ (?:caption|image|photo)s?\b.{0,40}
       | (?:photo|image|video|picture)s?\ (?:credit|courtesy|by|source)\b.{0,80}
+      | (?:photo|image|picture|graphic|illustration)s?\s*:.{0,80}
       | (?:credit|source|getty\ images|ap\ photo|reuters)\s*[:/].{0,80}
       | (?:©|\(c\)|copyright)\s.{0,120}
       | all\ rights\ reserved.{0,40}
@@ -372,17 +373,23 @@ def _skip_header(lines: list[str], *, want_title: bool) -> _Header:
         if parsed is None:
             continue
         name, date = parsed
-        above = [lines[j] for j in nonblank[:pos] if not _date_only_line(lines[j])]
+        above = [
+            lines[j] for j in nonblank[:pos] if not _date_only_line(lines[j]) and not is_boilerplate(lines[j])
+        ]
         date = date or next((d for j in nonblank[:pos] if (d := _date_only_line(lines[j]))), None)
         title = above[-1] if above and _looks_like_headline(above[-1]) else None
         return _Header(i + 1, title if want_title else None, name, date)
     if not want_title:
         return _Header(0)
-    first = nonblank[0]
+    # Page furniture above the headline ("Share this article") is not the title.
+    content = [i for i in nonblank if not is_boilerplate(lines[i])]
+    if not content:
+        return _Header(0)
+    first = content[0]
     line = lines[first]
     # A first line is a title when it reads like one and is set apart from the text below it.
     set_apart = first + 1 < len(lines) and not lines[first + 1]
-    if _looks_like_headline(line) and (set_apart or not _TERMINAL.search(line)) and len(nonblank) > 1:
+    if _looks_like_headline(line) and (set_apart or not _TERMINAL.search(line)) and len(content) > 1:
         return _Header(first + 1, line)
     return _Header(0)
 
@@ -521,14 +528,39 @@ def parse_html(html: str, *, key: str, source: str | None = None, url: str | Non
     )
     if meta.byline:
         meta.byline = meta.byline.replace(";", ",")
+    text = extracted.text
+    meta.title = _page_title(html, meta.title, text)
+    if meta.title:
+        # The headline often opens the extracted text too; it is the title, not paragraph 1.
+        first, _, rest = text.lstrip().partition("\n")
+        if normalize_text(first).casefold() == normalize_text(meta.title).casefold() and rest.strip():
+            text = rest
     return clean_article(
-        extracted.text,
+        text,
         key=key,
         source=source,
         meta=meta,
         one_paragraph_per_line=True,
         fallback_title=_title_from_name(source),
     )
+
+
+_TITLE_TAG = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
+
+
+def _page_title(html: str, extracted: str | None, text: str) -> str | None:
+    """Pick the page's title: the extractor's when the text confirms it (its heading opens the
+    text), else the ``<title>`` element's first part ("Headline | Site"), the title the page
+    declares; the extractor sometimes takes a stray heading such as a hidden help dialog's."""
+    import html as html_lib
+
+    m = _TITLE_TAG.search(html)
+    tag = normalize_text(html_lib.unescape(m.group(1))).replace("\n", " ").strip() if m else ""
+    tag = re.split(r"\s+[-|–—·]\s+", tag)[0].strip() if tag else ""
+    opening = normalize_text(text[:600]).casefold()
+    if extracted and (extracted.casefold() in opening or not tag):
+        return extracted
+    return tag or extracted or None
 
 
 _TEXT_FIELDS = ("text", "content", "body", "article", "maintext")

@@ -192,6 +192,27 @@ def test_jsonl_records_and_a_malformed_line(tmp_path: Path):
     assert any(":4: no text" in e for e in errors)
 
 
+def test_html_title_prefers_the_heading_the_page_shows(tmp_path: Path):
+    # Like mdBook pages (the Rust book): a hidden help dialog's heading comes first in the markup
+    # and the extractor takes it as the title.
+    para = "Handling concurrent programming safely and efficiently is another of the major goals. " * 3
+    html = f"""<html><head><title>Fearless Concurrency - The Rust Programming Language</title></head>
+<body><div id="help" class="hidden"><h2>Keyboard shortcuts</h2><p>Press S to search.</p></div>
+<main><p>{para}</p><p>Concurrent programming is increasingly important.</p>
+</main></body></html>"""
+    f = tmp_path / "ch16.html"
+    f.write_text(html)
+    doc = _only(f)
+    assert doc.title == "Fearless Concurrency"
+    assert not doc.text.startswith("Fearless Concurrency")
+
+
+def test_leading_share_line_is_not_the_title():
+    doc = clean_article("Share this article\n\nTown fair returns\n\nThe fair opens on Friday.\n", key="k")
+    assert doc.title == "Town fair returns"
+    assert doc.text == "The fair opens on Friday."
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
@@ -245,6 +266,8 @@ def test_parse_date(text: str, iso: str | None):
         "Story continues below advertisement",
         "Sign up for our daily newsletter",
         "Photo credit: Getty Images",
+        "Photo: Getty Images",
+        "Image: Reuters/John Smith",
     ],
 )
 def test_boilerplate_lines(line: str):
