@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -213,19 +213,30 @@ def summarize_document(
     encoder: Encoder,
     n: int = 3,
     config: SummaryConfig = DEFAULT_CONFIG,
+    known: Mapping[tuple[int, int], NDArray[np.float32]] | None = None,
 ) -> list[tuple[int, int, int]]:
     """An ``n``-sentence extractive summary of a cleaned text: ``(start, end, paragraph)`` spans.
 
     ``text``/``paragraphs`` are a cleaned article and its paragraph spans (as in
     :class:`~embeddings.types.Document`). Spans are in article order; ``text[start:end]`` is the
     sentence verbatim and lies inside paragraph ``paragraph`` (1-based). A text of ``n`` or fewer
-    sentences (see :func:`summary_sentences`) comes back whole.
+    sentences (see :func:`summary_sentences`) comes back whole. ``known`` maps ``(start, end)``
+    spans to vectors already computed (a library stores its sentences'); only the rest are
+    encoded.
     """
     spans = summary_sentences(text, paragraphs)
     if len(spans) <= n:
         return spans
     sentences = [text[a:b] for a, b, _ in spans]
-    vectors = encoder.encode(sentences, kind="passage")
+    known = known or {}
+    missing = [i for i, (a, b, _) in enumerate(spans) if (a, b) not in known]
+    fresh = encoder.encode([sentences[i] for i in missing], kind="passage") if missing else None
+    vectors = np.zeros((len(spans), encoder.dim), dtype=np.float32)
+    for i, (a, b, _) in enumerate(spans):
+        if (a, b) in known:
+            vectors[i] = known[(a, b)]
+    if fresh is not None:
+        vectors[missing] = fresh
     return [spans[i] for i in rank_sentences(sentences, vectors, n, config)]
 
 
