@@ -157,6 +157,9 @@ def apply_migrations(conn: psycopg.Connection[Any], migrations: Sequence[Migrati
     """
     psycopg = _psycopg()
     applied_now: list[int] = []
+    # If this process dies mid-migration the server notices within a second, rolls the
+    # migration back and frees the lock for the next start (instead of when the query ends).
+    conn.execute("SET client_connection_check_interval = 1000")
     conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
     try:
         conn.execute(
@@ -947,37 +950,48 @@ class PostgresStore:
         sentences: bool,
     ) -> tuple[list[int], NDArray[np.float32]]:
         """The ``limit`` nearest rows by cosine: (owning passage ids, vectors)."""
+        cur = conn.cursor(binary=True)
+        sql, params, ef = self._nearest_query(lib, q, limit, article_ids, sentences)
+        if ef is not None:
+            cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
+        rows = cur.execute(sql, params).fetchall()
+        if not rows:
+            return [], np.zeros((0, lib.dim or 0), dtype=np.float32)
+        return [r[0] for r in rows], np.stack([r[1] for r in rows])
+
+    def _nearest_query(
+        self,
+        lib: _Lib,
+        q: NDArray[np.float32],
+        limit: int,
+        article_ids: Sequence[str] | None,
+        sentences: bool,
+    ) -> tuple[str, tuple[Any, ...], int | None]:
+        """SQL, parameters and ``hnsw.ef_search`` (None: exact scan) of a nearest-rows query."""
         table, owner = ("sentences", "passage_id") if sentences else ("passages", "id")
         dim = int(lib.dim or 0)
-        cur = conn.cursor(binary=True)
         if article_ids is None and limit <= _HNSW_MAX_EF:
             # Written to match the library's partial index: its predicate and its typed expression.
-            # Library id and dimension are integers from our own table, safe to inline (a bound
-            # parameter would keep the planner from proving the partial index applies).
-            cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(self.ef_search, limit)),))
-            cur.execute(
+            # Library id and dimension are integers from our own table, safe to inline (bound
+            # parameters would keep the planner from proving that the partial index applies).
+            sql = (
                 f"SELECT {owner}, embedding FROM {table} "
                 f"WHERE library_id = {lib.id:d} AND vector_dims(embedding) = {dim:d} "
-                f"ORDER BY embedding::vector({dim:d}) <=> %b::vector({dim:d}) LIMIT %b",
-                (q, limit),
+                f"ORDER BY embedding::vector({dim:d}) <=> %b::vector({dim:d}) LIMIT %b"
             )
-        else:
-            # Exact: the untyped expression never matches an HNSW index, so every row is scored.
-            where = ""
-            args: list[Any] = [lib.id]
-            if article_ids is not None:
-                in_articles = "(SELECT id FROM passages WHERE library_id = %b AND article_id = ANY(%b))"
-                where = f" AND {owner} IN {in_articles}"
-                args += [lib.id, list(article_ids)]
-            cur.execute(
-                f"SELECT {owner}, embedding FROM {table} WHERE library_id = %b{where} "
-                "ORDER BY embedding <=> %b LIMIT %b",
-                (*args, q, limit),
-            )
-        rows = cur.fetchall()
-        if not rows:
-            return [], np.zeros((0, dim), dtype=np.float32)
-        return [r[0] for r in rows], np.stack([r[1] for r in rows])
+            return sql, (q, limit), max(self.ef_search, limit)
+        # Exact: the untyped expression never matches an HNSW index, so every row is scored.
+        where = ""
+        args: tuple[Any, ...] = (lib.id,)
+        if article_ids is not None:
+            in_articles = "(SELECT id FROM passages WHERE library_id = %b AND article_id = ANY(%b))"
+            where = f" AND {owner} IN {in_articles}"
+            args += (lib.id, list(article_ids))
+        sql = (
+            f"SELECT {owner}, embedding FROM {table} WHERE library_id = %b{where} "
+            "ORDER BY embedding <=> %b LIMIT %b"
+        )
+        return sql, (*args, q, limit), None
 
     def sentences(self, library: str, passage_ids: Sequence[int]) -> list[SentenceRow]:
         """Stored sentences of ``passage_ids`` with their vectors, grouped in the order asked."""
