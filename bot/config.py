@@ -140,6 +140,8 @@ class Settings:
         "warning",
     )
     discord_token: str | None = _setting("DISCORD_TOKEN", _opt(str), None, repr=False)
+    # A URL may hold a password: kept out of repr.
+    database_url: str | None = _setting("DATABASE_URL", _opt(str), None, repr=False)
 
     @classmethod
     def load(
