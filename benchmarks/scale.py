@@ -110,17 +110,20 @@ def _read_texts(path: Path) -> list[str]:
     return [t for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
 
 
-def chunks(spectrum: Spectrum, n: int, size: int) -> Iterator[tuple[int, NDArray[np.float32]]]:
+CHUNK = 50_000
+
+
+def chunks(spectrum: Spectrum, n: int) -> Iterator[tuple[int, NDArray[np.float32]]]:
     """The N passage vectors, chunk by chunk, the same for every store (seeded per chunk)."""
-    for start in range(0, n, size):
-        yield start, spectrum.sample(min(size, n - start), seed=(1, start))
+    for start in range(0, n, CHUNK):
+        yield start, spectrum.sample(min(CHUNK, n - start), seed=(1, start))
 
 
 def exact_top(spectrum: Spectrum, n: int, queries: NDArray[np.float32], k: int) -> NDArray[np.int64]:
     """Exact top-k passage ids (1-based, as the stores number them) for each query."""
     best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     best_ids = np.zeros((len(queries), k), dtype=np.int64)
-    for start, block in chunks(spectrum, n, 100_000):
+    for start, block in chunks(spectrum, n):
         scores = queries @ block.T
         ids = np.arange(start + 1, start + 1 + len(block), dtype=np.int64)
         all_scores = np.concatenate([best_scores, scores], axis=1)
@@ -145,7 +148,7 @@ def articles(
     rng = np.random.default_rng(2)
     pending: list[ArticleWrite] = []
     size = 0
-    for start, vectors in chunks(spectrum, n, 50_000):
+    for start, vectors in chunks(spectrum, n):
         svectors = spectrum.sample(len(vectors) * sentences, seed=(3, start)) if sentences else None
         for a0 in range(0, len(vectors), per_article):
             count = min(per_article, len(vectors) - a0)

@@ -159,7 +159,8 @@ def apply_migrations(conn: psycopg.Connection[Any], migrations: Sequence[Migrati
     applied_now: list[int] = []
     # If this process dies mid-migration the server notices within a second, rolls the
     # migration back and frees the lock for the next start (instead of when the query ends).
-    conn.execute("SET client_connection_check_interval = 1000")
+    if conn.info.server_version >= 140000:  # the setting is new in PostgreSQL 14
+        conn.execute("SET client_connection_check_interval = 1000")
     conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
     try:
         conn.execute(
