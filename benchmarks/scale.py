@@ -440,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit", type=Path, help="texts to fit the vector distribution to (.jsonl or .txt)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--ef", type=lambda s: [int(x) for x in s.split(",")], default=[40, 100, 200, 400, 800])
+    parser.add_argument(
+        "--ef", type=lambda s: [int(x) for x in s.split(",")], default=[40, 100, 200, 400, 800]
+    )
     parser.add_argument("--per-article", type=int, default=10, help="passages per synthetic article")
     parser.add_argument("--text-chars", type=int, default=400, help="characters of text per passage")
     parser.add_argument("--sentences", type=int, default=0, help="sentence vectors per passage")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import IndexMismatchError, InputError, NotFoundError
+from ..types import ArticleInfo
 from . import ArticleWrite, Feedback, Store
 
 _ALL_FEEDBACK = 2**62
@@ -109,7 +110,9 @@ def copy_library(
     return CopyReport(library, len(todo), len(wanted) - len(todo), len(extra), added, done)
 
 
-def _same(source: Store, target: Store, library: str, article_id: str, there: object, here: object) -> bool:
+def _same(
+    source: Store, target: Store, library: str, article_id: str, there: ArticleInfo | None, here: ArticleInfo
+) -> bool:
     """True when the target already holds this article exactly (metadata, text hash, passage ids)."""
     if there is None or there != here:
         return False
