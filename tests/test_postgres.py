@@ -97,6 +97,7 @@ def test_index_waits_for_the_threshold_and_follows_the_dimension(pg_dsn: str):
     lib = Library(store, HashEncoder(dim=64, max_tokens=48), "lib")
     lib.ingest(DOCS[:2])  # 4 passages: exact scans are enough
     assert indexes() == []
+    assert lib.search("dogs bark", k=1)[0].article.title == "All about dogs"
     lib.ingest(DOCS[2:])  # 8 passages
     assert indexes() == ["passages_hnsw_1_64", "sentences_hnsw_1_64"]
     other = Library(store, HashEncoder(dim=32, max_tokens=48), "lib")
