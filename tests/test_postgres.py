@@ -446,3 +446,9 @@ def test_vectors_round_trip_exactly(pg: PostgresStore, enc: HashEncoder):
     stored = pg.vectors("lib", ids)
     assert stored.dtype == np.float32 and stored.flags.c_contiguous
     np.testing.assert_array_equal(stored, enc.encode([p.text for p in pg.passages("lib", ids)]))
+
+
+def test_missing_driver_says_what_to_install(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if psycopg were not installed
+    with pytest.raises(ImportError, match=r"pip install 'citebot\[postgres\]'"):
+        PostgresStore("postgresql:///unused")
