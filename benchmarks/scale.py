@@ -11,7 +11,10 @@ Vectors: 384-dimension, L2-normalised, drawn from a Gaussian with a realistic sp
 lines) the mean and covariance are fitted to real all-MiniLM-L6-v2 embeddings of that text;
 without it a power-law spectrum (eigenvalue i ~ 1/i) with a random rotation and a common
 direction stands in. Isotropic noise would make HNSW recall unrealistically bad (see
-``shared/research/models-and-speed.md`` §4). Queries are fresh draws from the same distribution.
+``shared/research/models-and-speed.md`` §4), and one Gaussian, however well fitted, has no
+topics: it is the hard case. ``--topics SPREAD`` draws a topic mixture instead, every vector
+one of the real embeddings plus SPREAD times noise of their covariance, as a corpus with many
+passages per subject. Queries are fresh draws from the same distribution.
 
 Passages are written through the Store API in batches of synthetic ``ArticleWrite``s (the model
 is not run). Sentence vectors are left out (``--sentences`` adds that many per passage), and so
@@ -55,11 +58,18 @@ SPEC = IndexSpec(model="synthetic-384", dim=DIM, max_tokens=256, overlap=1, anal
 
 @dataclass(frozen=True, slots=True)
 class Spectrum:
-    """A Gaussian in 384 dimensions: ``x = mean + z @ factor``, normalised afterwards."""
+    """A Gaussian in 384 dimensions, ``x = mean + z @ factor``, normalised afterwards.
+
+    With ``anchors`` it is a mixture instead, one component per anchor (a real embedding):
+    ``x = anchor + spread * z @ factor``. Real corpora are made of topics, each with many
+    passages; a single Gaussian has no such structure and is the hard case for HNSW.
+    """
 
     mean: NDArray[np.float64]
     factor: NDArray[np.float64]
     source: str
+    anchors: NDArray[np.float64] | None = None
+    spread: float = 0.0
 
     @classmethod
     def power_law(cls, seed: int = 0) -> Spectrum:
@@ -73,28 +83,47 @@ class Spectrum:
         return cls(mean, factor, "power-law spectrum (eigenvalue i ~ 1/i), random rotation")
 
     @classmethod
-    def fitted(cls, path: Path) -> Spectrum:
-        """Mean and covariance of real all-MiniLM-L6-v2 embeddings of the texts in ``path``."""
-        from embeddings.encoder import SentenceTransformerEncoder
+    def fitted(cls, path: Path, spread: float | None = None, cache: Path | None = None) -> Spectrum:
+        """Mean and covariance of real all-MiniLM-L6-v2 embeddings of the texts in ``path``.
 
-        texts = _read_texts(path)
-        if len(texts) < 200:
-            raise SystemExit(f"{path}: {len(texts)} texts; need at least 200 to fit a covariance")
-        t0 = time.perf_counter()
-        vectors = SentenceTransformerEncoder().encode(texts, kind="passage").astype(np.float64)
+        ``spread`` makes it a topic mixture around those embeddings; ``cache`` keeps the
+        embeddings in a .npy file so a second run skips the model.
+        """
+        if cache is not None and cache.exists():
+            vectors = np.load(cache).astype(np.float64)
+        else:
+            from embeddings.encoder import SentenceTransformerEncoder
+
+            texts = _read_texts(path)
+            if len(texts) < 200:
+                raise SystemExit(f"{path}: {len(texts)} texts; need at least 200 to fit a covariance")
+            t0 = time.perf_counter()
+            vectors = SentenceTransformerEncoder().encode(texts, kind="passage").astype(np.float64)
+            log(f"embedded {len(texts)} texts of {path.name} in {time.perf_counter() - t0:.0f} s")
+            if cache is not None:
+                np.save(cache, vectors.astype(np.float32))
         mean = vectors.mean(axis=0)
         cov = np.cov(vectors - mean, rowvar=False)
         eig, vecs = np.linalg.eigh(cov)
-        eig = np.clip(eig, 1e-8, None)
-        factor = np.sqrt(eig)[:, None] * vecs.T
-        log(f"fitted {len(texts)} MiniLM embeddings of {path.name} in {time.perf_counter() - t0:.0f} s")
+        factor = np.sqrt(np.clip(eig, 1e-8, None))[:, None] * vecs.T
+        what = f"{len(vectors)} all-MiniLM-L6-v2 embeddings of {path.name}"
+        if spread is None:
+            return cls(mean, factor, f"Gaussian fitted to {what}")
         return cls(
-            mean, factor, f"Gaussian fitted to {len(texts)} all-MiniLM-L6-v2 embeddings of {path.name}"
+            mean,
+            factor,
+            f"topic mixture: each vector one of {what} plus {spread} x noise of their covariance",
+            anchors=vectors,
+            spread=spread,
         )
 
     def sample(self, n: int, seed: int | tuple[int, ...]) -> NDArray[np.float32]:
         rng = np.random.default_rng(seed)
-        x = self.mean + rng.standard_normal((n, DIM)) @ self.factor
+        noise = rng.standard_normal((n, DIM)) @ self.factor
+        if self.anchors is None:
+            x = self.mean + noise
+        else:
+            x = self.anchors[rng.integers(0, len(self.anchors), n)] + self.spread * noise
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         return x.astype(np.float32)
 
@@ -119,8 +148,10 @@ def chunks(spectrum: Spectrum, n: int) -> Iterator[tuple[int, NDArray[np.float32
         yield start, spectrum.sample(min(CHUNK, n - start), seed=(1, start))
 
 
-def exact_top(spectrum: Spectrum, n: int, queries: NDArray[np.float32], k: int) -> NDArray[np.int64]:
-    """Exact top-k passage ids (1-based, as the stores number them) for each query."""
+def exact_top(
+    spectrum: Spectrum, n: int, queries: NDArray[np.float32], k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Exact top-k passage ids (1-based, as the stores number them) and cosines of each query."""
     best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     best_ids = np.zeros((len(queries), k), dtype=np.int64)
     for start, block in chunks(spectrum, n):
@@ -131,7 +162,7 @@ def exact_top(spectrum: Spectrum, n: int, queries: NDArray[np.float32], k: int) 
         top = np.argsort(-all_scores, axis=1, kind="stable")[:, :k]
         best_scores = np.take_along_axis(all_scores, top, axis=1)
         best_ids = np.take_along_axis(all_ids, top, axis=1)
-    return best_ids
+    return best_ids, best_scores
 
 
 # ---------------------------------------------------------------------- synthetic articles
@@ -343,7 +374,9 @@ def bench_postgres(args: argparse.Namespace, spectrum: Spectrum, queries: NDArra
 
     with pg_server(args) as (dsn, server):
         threshold = 0 if args.pg_load == "write" else 1
-        store = PostgresStore(dsn, index_threshold=threshold)
+        store = PostgresStore(
+            dsn, index_threshold=threshold, hnsw_m=args.hnsw_m, hnsw_ef_construction=args.hnsw_ef_construction
+        )
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("DELETE FROM libraries WHERE name = %s", (LIBRARY,))
         store.create(LIBRARY, SPEC)
@@ -393,6 +426,7 @@ def bench_postgres(args: argparse.Namespace, spectrum: Spectrum, queries: NDArra
             "store": "postgres",
             "n": args.n,
             "load": args.pg_load,
+            "hnsw": f"m={args.hnsw_m}, ef_construction={args.hnsw_ef_construction}",
             "load_s": round(load, 1),
             "index_s": round(index, 1),
             "build_s": round(load + index, 1),
@@ -438,6 +472,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100_000, help="passages (default 100,000)")
     parser.add_argument("--stores", default="local,postgres", help="comma-separated: local, postgres")
     parser.add_argument("--fit", type=Path, help="texts to fit the vector distribution to (.jsonl or .txt)")
+    parser.add_argument(
+        "--topics",
+        type=float,
+        metavar="SPREAD",
+        help="with --fit: a topic mixture around each real embedding, noise scaled by SPREAD",
+    )
+    parser.add_argument("--fit-cache", type=Path, help="a .npy to keep the --fit embeddings in")
+    parser.add_argument("--hnsw-m", type=int, default=16)
+    parser.add_argument("--hnsw-ef-construction", type=int, default=64)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument(
@@ -459,21 +502,34 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pgserver").setLevel(logging.WARNING)
 
-    spectrum = Spectrum.fitted(args.fit) if args.fit else Spectrum.power_law()
+    spectrum = Spectrum.fitted(args.fit, args.topics, args.fit_cache) if args.fit else Spectrum.power_law()
     queries = spectrum.sample(args.queries, seed=9)
     t0 = time.perf_counter()
-    exact = exact_top(spectrum, args.n, queries, args.k)
+    exact, cosines = exact_top(spectrum, args.n, queries, args.k)
     log(
-        f"exact top-{args.k} of {args.queries} queries over {args.n:,} passages in {time.perf_counter() - t0:.0f} s"
+        f"exact top-{args.k} of {args.queries} queries over {args.n:,} passages: {time.perf_counter() - t0:.0f} s"
     )
+    # How much neighbourhood structure the data has: the cosine of a question's nearest and
+    # k-th nearest passage.
+    structure = {
+        "nearest_cosine_median": round(float(np.median(cosines[:, 0])), 3),
+        "kth_cosine_median": round(float(np.median(cosines[:, -1])), 3),
+    }
+    log(json.dumps(structure))
     results = []
     for name in args.stores.split(","):
         bench = {"local": bench_local, "postgres": bench_postgres}[name.strip()]
         results.append(bench(args, spectrum, queries, exact))
         log(json.dumps(results[-1]))
         if args.json:
-            args.json.write_text(json.dumps({"vectors": spectrum.source, "results": results}, indent=2))
-    print(f"Vectors: {spectrum.source}; {args.queries} queries, k={args.k}, {os.cpu_count()} CPUs.\n")
+            args.json.write_text(
+                json.dumps({"vectors": spectrum.source, **structure, "results": results}, indent=2)
+            )
+    print(
+        f"Vectors: {spectrum.source}; {args.queries} queries, k={args.k}, {os.cpu_count()} CPUs; "
+        f"median cosine of a query's nearest passage {structure['nearest_cosine_median']}, "
+        f"of its {args.k}th nearest {structure['kth_cosine_median']}.\n"
+    )
     print(table(results))
     return 0
 
