@@ -1,4 +1,5 @@
-"""The ``citebot`` command line: ingest, articles, forget, ask, chat, summary, rebuild, run, feedback.
+"""The ``citebot`` command line: ask, chat, ingest, articles, forget, summary, rebuild, eval,
+run, feedback, migrate.
 
 Errors from the core become one line on stderr and a non-zero exit status.
 """
@@ -488,6 +489,50 @@ def cmd_feedback(app: App, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_migrate(app: App, args: argparse.Namespace) -> int:
+    """citebot migrate --to postgres|local [--library NAME | --all]"""
+    from embeddings import LocalStore
+    from embeddings.store.transfer import copy_library
+
+    from .services import make_postgres_store
+
+    if args.all and args.library:
+        print("citebot: give --library NAME or --all, not both.", file=app.err)
+        return EXIT_USAGE
+    local = LocalStore(app.settings.data_dir)
+    postgres = make_postgres_store(app.settings)
+    source, target = (local, postgres) if args.to == "postgres" else (postgres, local)
+    where = {"postgres": "PostgreSQL", "local": f"the local store ({app.settings.data_dir})"}
+    try:
+        names = source.libraries() if args.all else [args.library or app.settings.library]
+        if not names:
+            print("citebot: the source store has no libraries; nothing to copy.", file=app.err)
+            return EXIT_ERROR
+        for name in names:
+            bar = app.progress(f"Copying {name}")
+            try:
+                report = copy_library(source, target, name, replace=args.replace, progress=bar)
+            except KeyboardInterrupt:
+                print(
+                    "Interrupted. The articles copied so far are kept; run the same command again "
+                    "to copy the rest.",
+                    file=app.err,
+                )
+                return EXIT_INTERRUPTED
+            finally:
+                bar.close()
+            print(
+                f"Library {name!r} copied to {where[args.to]}: {report.copied} article(s) "
+                f"({report.passages} passages) copied, {report.skipped} already there, "
+                f"{report.removed} removed, {report.feedback} vote(s) added.",
+                file=app.out,
+            )
+    finally:
+        local.close()
+        postgres.close()
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -622,6 +667,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N votes (default 100)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="copy libraries between the local store and PostgreSQL",
+        description="Copy a library (articles, passages, vectors, sentences, postings, feedback) "
+        "from the local store to the PostgreSQL database at DATABASE_URL, or back. The model is "
+        "not run. Running it again copies only what is missing, so an interrupted copy resumes.",
+    )
+    p.add_argument("--to", required=True, choices=("postgres", "local"), help="the store to copy into")
+    p.add_argument("--all", action="store_true", help="copy every library of the source store")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="make the target an exact copy: remove its articles that the source lacks",
+    )
+    p.set_defaults(func=cmd_migrate)
     return parser
 
 

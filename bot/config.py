@@ -221,6 +221,9 @@ class Settings:
         """The library that answers in direct messages (default: the CLI's library)."""
         return self.dm_library or self.library
 
+    # A URL may hold a password: kept out of repr.
+    database_url: str | None = _setting("DATABASE_URL", _opt(str), None, repr=False)
+
     @classmethod
     def load(
         cls,

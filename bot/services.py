@@ -12,6 +12,7 @@ from embeddings import (
     CrossEncoderReranker,
     Encoder,
     IngestReport,
+    InputError,
     Library,
     LocalStore,
     Reranker,
@@ -54,8 +55,19 @@ def make_encoder(settings: Settings) -> Encoder:
 
 
 def make_store(settings: Settings) -> Store:
-    """The configured store: the local folder store under ``data_dir``."""
+    """The configured store: PostgreSQL when ``DATABASE_URL`` is set, else the folder under ``data_dir``."""
+    if settings.database_url:
+        return make_postgres_store(settings)
     return LocalStore(settings.data_dir)
+
+
+def make_postgres_store(settings: Settings) -> Store:
+    """The PostgreSQL store at ``DATABASE_URL`` (migrations are applied as it opens)."""
+    from embeddings.store.postgres import PostgresStore
+
+    if not settings.database_url:
+        raise InputError("DATABASE_URL is not set: point it at a PostgreSQL database with pgvector.")
+    return PostgresStore(settings.database_url)
 
 
 def search_config(settings: Settings) -> SearchConfig:

@@ -35,6 +35,10 @@ class LibraryBusyError(CitebotError):
     """Another process is writing to the same library."""
 
 
+class StoreUnavailableError(CitebotError):
+    """The database behind the store cannot be reached (server down, connection lost twice)."""
+
+
 class ModelLoadError(CitebotError):
     """The embedding model could not be loaded."""
 
@@ -53,4 +57,5 @@ __all__ = [
     "LibraryBusyError",
     "ModelLoadError",
     "NotFoundError",
+    "StoreUnavailableError",
 ]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,3 +77,73 @@ async def discord_bot(bot_data, model):
 
     async with running_bot(bot_data.settings, bot_data.store, model) as fake:
         yield fake
+
+
+# ---------------------------------------------------------------------- PostgreSQL
+
+PG_TEMPLATE = "citebot_template"
+
+
+class Postgres:
+    """A pgserver-started PostgreSQL 16 + pgvector, with a template database already migrated."""
+
+    def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
+        self.server = server
+
+    def dsn(self, database: str = "postgres") -> str:
+        """Connection URI of ``database`` on this server."""
+        return self.server.get_uri(database=database)
+
+    def admin(self):  # type: ignore[no-untyped-def]
+        import psycopg
+
+        return psycopg.connect(self.dsn(), autocommit=True)
+
+    def new_database(self) -> str:
+        """A fresh, migrated database (a copy of the template); returns its name."""
+        import uuid
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with self.admin() as conn:
+            conn.execute(f"CREATE DATABASE {name} TEMPLATE {PG_TEMPLATE}")
+        return name
+
+    def drop_database(self, name: str) -> None:
+        with self.admin() as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """PostgreSQL for the session, started by the pgserver package in a temp folder (no mocks).
+
+    The tests that need it are skipped, with the reason, only if the server cannot start. The
+    folder is not under pytest's numbered temp folders: a concurrent pytest run prunes old ones
+    and would pull the data folder from under a live server.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="citebot-pg-"))
+    try:
+        import pgserver
+
+        from embeddings.store.postgres import PostgresStore
+
+        server = pgserver.get_server(folder / "data", cleanup_mode="delete")
+        pg = Postgres(server)
+        with pg.admin() as conn:
+            conn.execute(f"CREATE DATABASE {PG_TEMPLATE}")
+        PostgresStore(pg.dsn(PG_TEMPLATE)).close()  # applies the migrations once
+    except ImportError as exc:
+        pytest.skip(f"PostgreSQL tests need the test extras (pip install -e '.[test]'): {exc}")
+    except Exception as exc:  # pgserver raises subprocess and OS errors of many kinds
+        pytest.skip(f"PostgreSQL could not be started with pgserver: {type(exc).__name__}: {exc}")
+    yield pg
+    server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_dsn(postgres: Postgres):
+    """The URI of a fresh, migrated database, dropped after the test."""
+    name = postgres.new_database()
+    yield postgres.dsn(name)
+    postgres.drop_database(name)

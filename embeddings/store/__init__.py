@@ -194,6 +194,19 @@ class Store(Protocol):
     def put_cached(self, library: str, kind: str, key: str, article_id: str, value: str) -> None:
         """Cache a value; it is dropped when ``article_id`` changes or is forgotten."""
 
+    def export(self, library: str, article_ids: Sequence[str] | None = None) -> Iterator[ArticleWrite]:
+        """Stored articles (all, or ``article_ids``) as writes, oldest first, for copying a library.
+
+        Passages carry their stored ids; sentences come in stored order with their vectors.
+        """
+
+    def restore(self, library: str, add: Sequence[ArticleWrite], *, more: bool = False) -> None:
+        """Like :meth:`write`, but passages keep the ids they carry (copying a library keeps its ids).
+
+        ``more=True`` says more batches follow, so a store may postpone index building to the
+        last call (``restore(library, [], more=False)`` ends a copy that had nothing left to add).
+        """
+
     def close(self) -> None:
         """Release connections and file handles."""
 

@@ -400,6 +400,43 @@ class LocalStore:
         """Atomically delete ``delete`` and add ``add``; same-id articles are replaced."""
         self._commit(library, add, delete, self._matrix(library))
 
+    def restore(self, library: str, add: Sequence[ArticleWrite], *, more: bool = False) -> None:
+        """Like :meth:`write`, but passages keep the ids in ``add`` (copying a library keeps its ids)."""
+        if add:
+            self._commit(library, add, (), self._matrix(library), keep_ids=True)
+
+    def export(self, library: str, article_ids: Sequence[str] | None = None) -> Iterator[ArticleWrite]:
+        """Stored articles as writes, oldest first, passages with their ids, sentences in stored order."""
+        wanted = None if article_ids is None else set(article_ids)
+        for info in self.list_articles(library):
+            if wanted is not None and info.id not in wanted:
+                continue
+            article = self.get_article(library, info.id)
+            passages = self.article_passages(library, info.id)
+            if article is None:
+                continue
+            pids = [p.id for p in passages]
+            ordinal = {p.id: p.ordinal for p in passages}
+            terms: dict[int, dict[str, int]] = {pid: {} for pid in pids}
+            marks = ",".join("?" * len(pids))
+            with self._db(library) as conn:
+                for pid, term, tf in conn.execute(
+                    f"SELECT passage_id, term, tf FROM postings WHERE passage_id IN ({marks})", pids
+                ):
+                    terms[pid][term] = tf
+            sentences = self.sentences(library, pids)
+            dim = self._matrix(library).vectors.shape[1]
+            yield ArticleWrite(
+                info=info,
+                text=article.text,
+                paragraphs=article.paragraphs,
+                passages=passages,
+                vectors=self.vectors(library, pids),
+                terms=[terms[pid] for pid in pids],
+                sentences=[(ordinal[s.passage_id], s.start, s.end) for s in sentences],
+                sentence_vectors=np.asarray([s.vector for s in sentences], dtype=np.float32).reshape(-1, dim),
+            )
+
     def reset(self, library: str, spec: IndexSpec, add: Sequence[ArticleWrite]) -> None:
         """Atomically replace the whole library (and its spec) with ``add``.
 
@@ -414,6 +451,7 @@ class LocalStore:
         delete: Sequence[str],
         current: _Matrix,
         spec: IndexSpec | None = None,
+        keep_ids: bool = False,
     ) -> None:
         """Write the next generation: vector files first, then the transaction that adopts them."""
         with self._db(library, create=True) as conn:
@@ -441,7 +479,7 @@ class LocalStore:
                 new_sids: list[int] = []
                 new_spids: list[int] = []
                 for w in add:
-                    pids, sids = self._insert_article(conn, w)
+                    pids, sids = self._insert_article(conn, w, keep_ids)
                     new_ids.extend(pids)
                     new_sids.extend(sids)
                     new_spids.extend(pids[ordinal] for ordinal, _, _ in w.sentences)
@@ -450,6 +488,10 @@ class LocalStore:
                     np.concatenate([current.vectors[keep]] + [w.vectors.astype(np.float32) for w in add])
                 )
                 ids = np.concatenate([current.ids[keep], np.asarray(new_ids, dtype=np.int64)])
+                if keep_ids and len(ids) and np.any(np.diff(ids) < 0):
+                    # Restored ids may fall between existing ones; rows stay in passage-id order.
+                    order = np.argsort(ids, kind="stable")
+                    vectors, ids = np.ascontiguousarray(vectors[order]), ids[order]
                 svectors = np.ascontiguousarray(
                     np.concatenate(
                         [current.sentence_vectors[keep_s]]
@@ -487,7 +529,9 @@ class LocalStore:
             self._matrices[library] = _Matrix(new_gen, vectors, ids, svectors, sids, spids)
         self._remove_stale_files(library, keep=new_gen)
 
-    def _insert_article(self, conn: sqlite3.Connection, w: ArticleWrite) -> tuple[list[int], list[int]]:
+    def _insert_article(
+        self, conn: sqlite3.Connection, w: ArticleWrite, keep_ids: bool = False
+    ) -> tuple[list[int], list[int]]:
         a = w.info
         conn.execute(
             "INSERT INTO articles VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -509,9 +553,18 @@ class LocalStore:
         ids: list[int] = []
         for p, terms in zip(w.passages, w.terms, strict=True):
             cur = conn.execute(
-                'INSERT INTO passages (article_id, ordinal, paragraph, start, "end", text, length) '
-                "VALUES (?,?,?,?,?,?,?)",
-                (a.id, p.ordinal, p.paragraph, p.start, p.end, p.text, sum(terms.values())),
+                'INSERT INTO passages (id, article_id, ordinal, paragraph, start, "end", text, length) '
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    p.id if keep_ids else None,  # None: the next AUTOINCREMENT id
+                    a.id,
+                    p.ordinal,
+                    p.paragraph,
+                    p.start,
+                    p.end,
+                    p.text,
+                    sum(terms.values()),
+                ),
             )
             pid = int(cur.lastrowid)  # type: ignore[arg-type]
             ids.append(pid)
@@ -783,8 +836,12 @@ def _top_k(scores: NDArray[np.float32], ids: NDArray[np.int64], k: int) -> list[
     if k <= 0 or len(ids) == 0:
         return []
     k = min(k, len(ids))
-    top = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
-    order = top[np.lexsort((ids[top], -scores[top]))]
+    top = np.arange(len(ids))
+    if k < len(ids):
+        # argpartition picks any of the rows tied at the k-th score: keep them all, sort, cut.
+        kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+        top = np.flatnonzero(scores >= kth)
+    order = top[np.lexsort((ids[top], -scores[top]))][:k]
     return [(int(ids[i]), float(scores[i])) for i in order]
 
 

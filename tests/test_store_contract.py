@@ -1,0 +1,484 @@
+"""One contract, two stores: the local folder store and PostgreSQL + pgvector answer alike.
+
+Every test here runs against both stores (the PostgreSQL ones against a real server started by
+pgserver, skipped with the reason only if it cannot start). The last tests run both side by
+side on the same ingests and compare answers, ids and scores.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embeddings import (
+    Document,
+    Feedback,
+    HashEncoder,
+    IndexMismatchError,
+    InputError,
+    Library,
+    LibraryBusyError,
+    LocalStore,
+    NotFoundError,
+    Store,
+)
+from embeddings.articles import assemble
+from embeddings.lexical import Analyzer
+
+from .conftest import SEED
+
+
+def doc(key: str, title: str, *paragraphs: str) -> Document:
+    text, spans = assemble(paragraphs)
+    return Document(key=key, title=title, text=text, paragraphs=spans, source=key)
+
+
+CATS = doc(
+    "cats",
+    "All about cats",
+    "Cats purr when content. They also knead soft blankets.",
+    "Cats sleep sixteen hours a day. Kittens sleep even more.",
+)
+DOGS = doc(
+    "dogs",
+    "All about dogs",
+    "Dogs bark at strangers. Some dogs howl at sirens.",
+    "Dogs love long walks in the park. Puppies chew shoes.",
+)
+BIRDS = doc(
+    "birds", "Birds of the city", "Pigeons nest on ledges. Sparrows bathe in dust.", "Crows remember faces."
+)
+FISH = doc(
+    "fish",
+    "Fish at home",
+    "Goldfish need filtered water. Bettas live alone.",
+    "Change a third of the tank water every week.",
+)
+DOCS = [CATS, DOGS, BIRDS, FISH]
+QUESTIONS = [
+    "How long do cats sleep?",
+    "Why do dogs bark?",
+    "What do crows remember?",
+    "How often should the tank water change?",
+    "walks in the park",
+    "Something about volcanoes",
+]
+
+
+@dataclass
+class Backend:
+    """Opens store instances on one backing (folder or database), like separate processes."""
+
+    kind: str
+    factory: Callable[[], Store]
+    opened: list[Store] = field(default_factory=list)
+
+    def open(self) -> Store:
+        store = self.factory()
+        self.opened.append(store)
+        return store
+
+
+def _backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if kind == "local":
+        return Backend(kind, lambda: LocalStore(tmp_path / "data"))
+    from embeddings.store.postgres import PostgresStore
+
+    dsn = request.getfixturevalue("pg_dsn")
+    # Threshold 0: every library gets its HNSW indexes at once, so the index path is tested.
+    return Backend(kind, lambda: PostgresStore(dsn, index_threshold=0))
+
+
+@pytest.fixture(params=["local", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    b = _backend(request.param, request, tmp_path)
+    yield b
+    for s in b.opened:
+        s.close()
+
+
+@pytest.fixture
+def any_store(backend: Backend) -> Store:
+    return backend.open()
+
+
+@pytest.fixture
+def enc() -> HashEncoder:
+    return HashEncoder(dim=64, max_tokens=48)
+
+
+@pytest.fixture
+def lib(any_store: Store, enc: HashEncoder) -> Library:
+    return Library(any_store, enc, "test")
+
+
+# ---------------------------------------------------------------------- writing
+
+
+def test_ingest_replace_unchanged(lib: Library):
+    first = lib.ingest(DOCS)
+    assert [r.status for r in first.results] == ["added"] * 4
+    assert lib.store.generation("test") == 1
+    assert [r.status for r in lib.ingest(DOCS).results] == ["unchanged"] * 4
+    assert lib.store.generation("test") == 1  # nothing written
+    twin = replace(CATS, key="cats-copy")
+    assert lib.ingest([twin]).results[0].status == "unchanged"
+    changed = doc(
+        "cats", "All about cats", "Cats purr when content.", "Cats can jump five times their height."
+    )
+    report = lib.ingest([changed])
+    assert report.results[0].status == "replaced"
+    assert report.results[0].article.id == first.results[0].article.id
+    assert lib.store.generation("test") == 2
+    assert [a.title for a in lib.articles()] == [
+        "All about dogs",
+        "Birds of the city",
+        "Fish at home",
+        "All about cats",
+    ]
+    assert "jump" in lib.search("jump height", k=1)[0].passage.text
+    assert not any("sixteen" in h.passage.text for h in lib.search("sleep sixteen hours", k=10))
+    # Passage ids are numbered per library and never reused: the replaced article got new ones.
+    ids = sorted(p.id for a in lib.articles() for p in lib.store.article_passages("test", a.id))
+    assert ids == [3, 4, 5, 6, 7, 8, 9, 10]
+
+
+def test_forget(lib: Library):
+    lib.ingest(DOCS)
+    gen = lib.store.generation("test")
+    assert lib.forget("all about cats").title == "All about cats"
+    lib.forget(lib.resolve("Fish at home").id[:5])
+    assert [a.title for a in lib.articles()] == ["All about dogs", "Birds of the city"]
+    assert lib.store.generation("test") == gen + 2
+    assert all(h.article.title != "All about cats" for h in lib.search("cats sleep", k=10))
+    with pytest.raises(NotFoundError, match="All about dogs"):
+        lib.resolve("All about dgos and more")
+    n, _, df = lib.store.lexical_stats("test", ["cat", "dog"])
+    assert (n, df) == (4, {"dog": 2})
+
+
+def test_reset_replaces_content_and_keeps_feedback(lib: Library, any_store: Store):
+    lib.ingest(DOCS)
+    cats = lib.resolve("All about cats")
+    any_store.put_cached("test", "summary", cats.id, cats.id, "Cats sleep.")
+    any_store.add_feedback("test", Feedback("q?", 1, cats.id, 1))
+    gen = any_store.generation("test")
+    keep = [w for w in any_store.export("test") if w.info.key == "dogs"]
+    any_store.reset("test", lib.spec, keep)
+    assert [a.title for a in any_store.list_articles("test")] == ["All about dogs"]
+    assert any_store.generation("test") == gen + 1
+    assert any_store.get_cached("test", "summary", cats.id) is None
+    assert [f.question for f in any_store.list_feedback("test")] == ["q?"]
+    assert any_store.lexical_stats("test", ["cat"])[0] == 2
+
+
+# ---------------------------------------------------------------------- searching
+
+
+def test_dense_search_breaks_ties_by_passage_order(any_store: Store, enc: HashEncoder):
+    lib = Library(any_store, enc, "lib")
+    lib.ingest([doc("a", "A", "same words here."), doc("b", "B", "same words here!"), DOGS])
+    q = enc.encode(["same words"])[0]
+    top = any_store.dense_search("lib", q, 2)
+    assert [pid for pid, _ in top] == [1, 2] and top[0][1] == top[1][1]
+    assert any_store.dense_search("lib", q, 1) == top[:1]  # the tie at the k-th place too
+    assert any_store.sentence_search("lib", q, 1)[0][0] == 1
+    scores = any_store.vectors("lib", [1, 2]) @ q
+    assert top[0][1] == pytest.approx(float(scores[0]), abs=1e-6)
+
+
+def test_dense_search_is_exact_on_small_libraries(lib: Library, enc: HashEncoder):
+    lib.ingest(DOCS)
+    ids = [p.id for a in lib.articles() for p in lib.store.article_passages("test", a.id)]
+    vectors = lib.store.vectors("test", ids)
+    for question in QUESTIONS:
+        q = enc.encode([question])[0]
+        scores = vectors @ q
+        expected = sorted(zip(ids, scores.tolist(), strict=True), key=lambda x: (-x[1], x[0]))[:5]
+        got = lib.store.dense_search("test", q, 5)
+        assert [pid for pid, _ in got] == [pid for pid, _ in expected]
+        assert [s for _, s in got] == pytest.approx([s for _, s in expected], abs=1e-6)
+
+
+def test_sentence_search_ranks_passages_by_their_best_sentence(lib: Library, enc: HashEncoder):
+    lib.ingest(DOCS)
+    ids = [p.id for a in lib.articles() for p in lib.store.article_passages("test", a.id)]
+    rows = lib.store.sentences("test", ids)
+    assert [r.passage_id for r in rows] == sorted(r.passage_id for r in rows)  # grouped, in order
+    assert all(r.vector.shape == (64,) and r.vector.dtype == np.float32 for r in rows)
+    for question in QUESTIONS:
+        q = enc.encode([question])[0]
+        best: dict[int, float] = {}
+        for r in rows:
+            best[r.passage_id] = max(best.get(r.passage_id, -2.0), float(r.vector @ q))
+        expected = sorted(best.items(), key=lambda x: (-x[1], x[0]))
+        for k in (1, 3, 100):
+            got = lib.store.sentence_search("test", q, k)
+            assert [pid for pid, _ in got] == [pid for pid, _ in expected[:k]]
+            assert [s for _, s in got] == pytest.approx([s for _, s in expected[:k]], abs=1e-6)
+
+
+def test_answers_highlight_the_best_sentence(lib: Library):
+    lib.ingest(DOCS)
+    answer = lib.ask("How many hours a day do cats sleep?")
+    assert answer.answered and answer.best.article.title == "All about cats"
+    assert answer.sentence == "Cats sleep sixteen hours a day."
+    assert not lib.ask("Something about volcanoes?").answered
+
+
+def test_lexical_stats_and_postings(lib: Library):
+    lib.ingest(DOCS)
+    analyzer = Analyzer()
+    passages = [p for a in lib.articles() for p in lib.store.article_passages("test", a.id)]
+    counts = {p.id: analyzer.counts(p.text) for p in passages}
+    n, avgdl, df = lib.store.lexical_stats("test", ["cat", "sleep", "volcano"])
+    assert n == len(passages)
+    assert avgdl == pytest.approx(sum(sum(c.values()) for c in counts.values()) / n)
+    assert df == {t: sum(1 for c in counts.values() if t in c) for t in ("cat", "sleep")}
+    got = sorted(lib.store.postings("test", ["cat", "sleep", "dog"]))
+    expected = sorted(
+        (t, pid, c[t], sum(c.values()))
+        for pid, c in counts.items()
+        for t in ("cat", "sleep", "dog")
+        if t in c
+    )
+    assert got == expected
+    assert list(lib.store.postings("test", [])) == []
+
+
+def test_article_filters_return_k_results_from_those_articles(lib: Library, enc: HashEncoder):
+    many = [doc(f"k{i}", f"Filler {i}", f"Cats and more cats number {i}.") for i in range(30)]
+    lib.ingest([*many, DOGS])
+    dogs = lib.resolve("All about dogs").id
+    dog_ids = {p.id for p in lib.store.article_passages("test", dogs)}
+    q = enc.encode(["cats"])[0]  # the nearest rows are all outside the filter
+    assert {pid for pid, _ in lib.store.dense_search("test", q, 5, article_ids=[dogs])} == dog_ids
+    assert {pid for pid, _ in lib.store.sentence_search("test", q, 5, article_ids=[dogs])} == dog_ids
+    assert {pid for _, pid, _, _ in lib.store.postings("test", ["dog"], article_ids=[dogs])} == dog_ids
+    assert lib.store.dense_search("test", q, 5, article_ids=[]) == []
+    hits = lib.search("cats", k=3, article_ids=[dogs])
+    assert len(hits) == 2 and {h.article.id for h in hits} == {dogs}
+
+
+# ---------------------------------------------------------------------- feedback and cache
+
+
+def test_feedback_newest_first(lib: Library, any_store: Store):
+    lib.ingest(DOCS)
+    for i, vote in enumerate((1, -1, 1)):
+        any_store.add_feedback(
+            "test", Feedback(f"q{i}?", i + 1, "x", vote, user=f"u{i}", extra={"n": str(i)})
+        )
+    got = any_store.list_feedback("test")
+    assert [(f.question, f.answer_passage_id, f.vote, f.user, f.extra) for f in got] == [
+        ("q2?", 3, 1, "u2", {"n": "2"}),
+        ("q1?", 2, -1, "u1", {"n": "1"}),
+        ("q0?", 1, 1, "u0", {"n": "0"}),
+    ]
+    assert all(f.created_at for f in got)
+    assert [f.question for f in any_store.list_feedback("test", limit=1)] == ["q2?"]
+
+
+def test_cache_is_dropped_when_its_article_changes_or_goes(lib: Library, any_store: Store):
+    lib.ingest(DOCS)
+    cats, dogs = lib.resolve("All about cats").id, lib.resolve("All about dogs").id
+    any_store.put_cached("test", "summary", cats, cats, "about cats")
+    any_store.put_cached("test", "summary", dogs, dogs, "about dogs")
+    any_store.put_cached("test", "summary", dogs, dogs, "about dogs, v2")
+    assert any_store.get_cached("test", "summary", dogs) == "about dogs, v2"
+    lib.ingest([doc("cats", "All about cats", "Cats changed their minds.")])
+    assert any_store.get_cached("test", "summary", cats) is None
+    assert any_store.get_cached("test", "summary", dogs) == "about dogs, v2"
+    lib.forget(dogs)
+    assert any_store.get_cached("test", "summary", dogs) is None
+    assert any_store.get_cached("test", "other", "nothing") is None
+
+
+# ---------------------------------------------------------------------- libraries, specs, locks
+
+
+def test_libraries_are_isolated(any_store: Store, enc: HashEncoder):
+    a, b = Library(any_store, enc, "guild-1"), Library(any_store, enc, "guild-2")
+    a.ingest([CATS])
+    b.ingest([DOGS, BIRDS])
+    assert [x.title for x in a.articles()] == ["All about cats"]
+    assert all(h.article.title != "All about cats" for h in b.search("cats purr", k=10))
+    assert any_store.libraries() == ["guild-1", "guild-2"]
+    # Ids are numbered per library, so both start at 1.
+    assert [p.id for p in any_store.article_passages("guild-1", a.articles()[0].id)] == [1, 2]
+    assert [p.id for p in any_store.article_passages("guild-2", b.articles()[0].id)] == [1, 2]
+    assert any_store.generation("guild-1") == 1 and any_store.generation("guild-2") == 1
+    assert any_store.lexical_stats("guild-1", ["dog"])[::2] == (2, {})
+
+
+def test_missing_library(any_store: Store, enc: HashEncoder):
+    assert any_store.spec("nothing") is None
+    assert any_store.libraries() == []
+    for call in (
+        lambda: any_store.list_articles("nothing"),
+        lambda: any_store.generation("nothing"),
+        lambda: any_store.get_cached("nothing", "summary", "x"),
+    ):
+        with pytest.raises(NotFoundError, match="citebot ingest"):
+            call()
+    with pytest.raises(NotFoundError, match="citebot ingest"):
+        Library(any_store, enc, "nothing").ask("anything?")
+    with pytest.raises(InputError, match="not a valid library name"):
+        any_store.spec("../etc")
+
+
+def test_missing_passages_are_reported(lib: Library):
+    lib.ingest([CATS])
+    assert lib.store.vectors("test", []).shape == (0, 64)
+    assert lib.store.passages("test", [2, 99, 1]) == lib.store.passages("test", [2, 1])
+    with pytest.raises(NotFoundError, match="no longer in the library"):
+        lib.store.vectors("test", [1, 99])
+
+
+def test_spec_mismatch_and_rebuild_to_another_dimension(any_store: Store):
+    Library(any_store, HashEncoder(dim=64), "lib").ingest(DOCS)
+    other = Library(any_store, HashEncoder(dim=32), "lib")
+    with pytest.raises(IndexMismatchError) as err:
+        other.ask("cats?")
+    assert "hash-64" in str(err.value) and "hash-32" in str(err.value)
+    assert "citebot rebuild --library lib" in str(err.value)
+    with pytest.raises(IndexMismatchError, match="was built with other settings"):
+        any_store.create("lib", other.spec)
+    assert len(other.rebuild().results) == 4
+    assert any_store.spec("lib") == other.spec
+    assert other.search("dogs bark", k=1)[0].article.title == "All about dogs"
+    assert other.ask("How many hours a day do cats sleep?").sentence == "Cats sleep sixteen hours a day."
+    assert any_store.vectors(
+        "lib", [any_store.dense_search("lib", other.encoder.encode(["x"])[0], 1)[0][0]]
+    ).shape == (1, 32)
+
+
+def test_second_writer_gets_a_clear_message(backend: Backend, enc: HashEncoder):
+    first, second = backend.open(), backend.open()
+    with first.writer("lib"):
+        with pytest.raises(LibraryBusyError) as err:
+            Library(second, enc, "lib").ingest([CATS])
+        message = str(err.value)
+        assert "another citebot process" in message and f"pid {os.getpid()}" in message
+        assert "Wait for it to finish" in message
+        t0 = time.monotonic()
+        with pytest.raises(LibraryBusyError), second.writer("lib", timeout=0.3):
+            pass
+        assert time.monotonic() - t0 >= 0.3
+    Library(second, enc, "lib").ingest([CATS])  # released
+    assert [a.title for a in first.list_articles("lib")] == ["All about cats"]
+
+
+def test_other_instances_see_writes_at_their_next_query(backend: Backend, enc: HashEncoder):
+    one, two = backend.open(), backend.open()
+    a, b = Library(one, enc, "lib"), Library(two, enc, "lib")
+    a.ingest([CATS])
+    assert b.search("dogs bark", k=1)[0].article.title == "All about cats"  # b has read the library
+    assert one.generation("lib") == two.generation("lib") == 1
+    a.ingest([DOGS])
+    assert two.generation("lib") == 2
+    assert b.search("dogs bark", k=1)[0].article.title == "All about dogs"
+    b.forget("All about cats")
+    assert [x.title for x in a.articles()] == ["All about dogs"]
+    assert a.search("cats purr", k=5)[0].article.title == "All about dogs"
+    assert one.generation("lib") == 3
+
+
+def test_export_and_restore_keep_ids(lib: Library, any_store: Store):
+    lib.ingest(DOCS)
+    lib.forget("Birds of the city")  # a gap in the ids
+    exported = list(any_store.export("test"))
+    any_store.create("copy", lib.spec)
+    any_store.restore("copy", exported[:1], more=True)
+    any_store.restore("copy", exported[1:])
+    assert_exports_equal(exported, list(any_store.export("copy")))
+    copy = Library(any_store, lib.encoder, "copy")
+    for question in QUESTIONS:
+        assert hit_keys(copy.search(question, k=5)) == hit_keys(lib.search(question, k=5))
+    assert [w.info.id for w in any_store.export("test", [exported[1].info.id])] == [exported[1].info.id]
+
+
+# ---------------------------------------------------------------------- both stores side by side
+
+
+@pytest.fixture
+def both(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, Store]]:
+    local = _backend("local", request, tmp_path).open()
+    pg = _backend("postgres", request, tmp_path).open()
+    yield local, pg
+    local.close()
+    pg.close()
+
+
+def hit_keys(hits: list) -> list[tuple]:
+    return [(h.passage.id, h.article.id, h.passage.text, h.rank) for h in hits]
+
+
+def assert_exports_equal(a: list, b: list) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert (x.info, x.text, tuple(x.paragraphs), list(x.passages), list(x.terms), list(x.sentences)) == (
+            y.info,
+            y.text,
+            tuple(y.paragraphs),
+            list(y.passages),
+            list(y.terms),
+            list(y.sentences),
+        )
+        np.testing.assert_array_equal(x.vectors, y.vectors)
+        np.testing.assert_array_equal(x.sentence_vectors, y.sentence_vectors)
+
+
+def test_both_stores_give_the_same_answers(both: tuple[Store, Store], enc: HashEncoder):
+    libs = [Library(s, enc, "same") for s in both]
+    extra = [doc(f"k{i}", f"Note {i}", f"Cats and dogs, note {i}.", "Water for fish.") for i in range(12)]
+    for lib in libs:
+        lib.ingest([*DOCS, *extra])
+        lib.forget("Note 3")
+        lib.ingest([doc("k5", "Note 5", "Crows and pigeons, changed.")])
+    local, pg = both
+    for question in QUESTIONS:
+        one, two = (lib.search(question, k=8) for lib in libs)
+        assert hit_keys(one) == hit_keys(two)
+        assert [h.score for h in one] == pytest.approx([h.score for h in two], abs=1e-6)
+        a1, a2 = (lib.ask(question) for lib in libs)
+        assert (a1.answered, a1.highlight, a1.sentence) == (a2.answered, a2.highlight, a2.sentence)
+        assert a1.confidence == pytest.approx(a2.confidence, abs=1e-6)
+        q = enc.encode([question])[0]
+        for k in (1, 5):
+            assert [p for p, _ in local.dense_search("same", q, k)] == [
+                p for p, _ in pg.dense_search("same", q, k)
+            ]
+            assert [p for p, _ in local.sentence_search("same", q, k)] == [
+                p for p, _ in pg.sentence_search("same", q, k)
+            ]
+    terms = ["cat", "dog", "water", "crow"]
+    assert local.lexical_stats("same", terms) == pg.lexical_stats("same", terms)
+    assert sorted(local.postings("same", terms)) == sorted(pg.postings("same", terms))
+    # added_at is the ingest's own clock: equal up to the second it ran in.
+    strip = [replace(w, info=replace(w.info, added_at="")) for w in local.export("same")]
+    assert_exports_equal(strip, [replace(w, info=replace(w.info, added_at="")) for w in pg.export("same")])
+    assert local.generation("same") == pg.generation("same") == 3
+
+
+@pytest.mark.slow
+def test_real_model_gives_the_same_hits_and_highlights(both: tuple[Store, Store], model):
+    libs = [Library(s, model, "seed") for s in both]
+    for lib in libs:
+        lib.ingest_paths([SEED])
+    for question in (
+        "What has the US seen in Ukraine?",
+        "What did the American Embassy in Kyiv say?",
+        "How many refugees have crossed into neighboring countries?",
+    ):
+        a1, a2 = (lib.ask(question) for lib in libs)
+        assert a1.answered
+        assert hit_keys(list(a1.hits)) == hit_keys(list(a2.hits))
+        assert (a1.highlight, a1.sentence) == (a2.highlight, a2.sentence)
+        assert [h.score for h in a1.hits] == pytest.approx([h.score for h in a2.hits], abs=1e-5)
