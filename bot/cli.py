@@ -222,10 +222,17 @@ class App:
 
 def cmd_ingest(app: App, args: argparse.Namespace) -> int:
     """citebot ingest PATH..."""
+    from embeddings.fetch import Fetcher
+
     lib = app.library(args.library)
+    # The command line runs on the operator's own machine, so intranet addresses are allowed
+    # (the Discord /ingest refuses them); time and size limits still apply.
+    fetcher = Fetcher(
+        timeout=app.settings.fetch_timeout, max_bytes=app.settings.fetch_max_bytes, allow_private=True
+    )
     bar = app.progress("Embedding")
     try:
-        report = lib.ingest_paths(args.paths, progress=bar)
+        report = lib.ingest_paths(args.paths, progress=bar, fetcher=fetcher)
     except KeyboardInterrupt:
         bar.close()
         print(
@@ -562,8 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "ingest",
         parents=[common],
-        help="add files or folders of articles",
-        description="Add .txt, .md, .html and .jsonl articles (files or folders). "
+        help="add files, folders or URLs of articles",
+        description="Add .txt, .md, .html and .jsonl articles (files, folders or http(s) URLs). "
         "Unchanged articles are skipped, changed ones replaced.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -39,6 +41,14 @@ from .types import (
 
 MAX_QUESTION_CHARS = 1000
 """Longer questions are cut here (the model reads about 256 word pieces anyway)."""
+
+
+class UrlLoader(Protocol):
+    """Downloads a URL into articles (:class:`embeddings.fetch.Fetcher` is one)."""
+
+    def load(self, url: str) -> list[Document | InputError]:
+        """The articles at ``url``, or errors for parts that could not be used."""
+
 
 ProgressFn = Callable[[int, int], None]
 """Called as ``progress(done, total)`` while passages are embedded."""
@@ -167,12 +177,32 @@ class Library:
 
     # ------------------------------------------------------------------ writing
 
-    def ingest_paths(self, paths: Iterable[str | Path], progress: ProgressFn | None = None) -> IngestReport:
-        """Ingest files and folders (.txt, .md, .html, .jsonl); bad files are skipped, not fatal."""
-        files, problems = expand_paths(paths)
+    def ingest_paths(
+        self,
+        paths: Iterable[str | Path],
+        progress: ProgressFn | None = None,
+        fetcher: UrlLoader | None = None,
+    ) -> IngestReport:
+        """Ingest files, folders (.txt, .md, .html, .jsonl) and, with a ``fetcher``, URLs.
 
-        def items() -> Iterable[Document | InputError]:
+        A bad file or a dead link is skipped with its reason; the rest are ingested.
+        """
+        paths = list(paths)
+        urls = [str(p) for p in paths if re.match(r"^https?://", str(p), re.I)]
+        files, problems = expand_paths([p for p in paths if str(p) not in urls])
+
+        def items() -> Iterable[Document | CitebotError]:
             yield from problems
+            for url in urls:
+                if fetcher is None:
+                    yield InputError(
+                        f"{url}: downloading is not enabled here; save the page and ingest the file."
+                    )
+                    continue
+                try:
+                    yield from fetcher.load(url)
+                except CitebotError as exc:  # FetchError: dead link, refused address, too large
+                    yield exc
             for f in files:
                 yield from load_file(f)
 
@@ -180,7 +210,7 @@ class Library:
 
     def ingest(
         self,
-        items: Iterable[Document | InputError],
+        items: Iterable[Document | CitebotError],
         *,
         progress: ProgressFn | None = None,
         batch_passages: int = 512,

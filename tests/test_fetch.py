@@ -244,3 +244,23 @@ def test_refusal_reason_accepts_public_addresses():
         assert refusal_reason(ipaddress.ip_address(public)) is None
     for internal in ("127.0.0.1", "10.0.0.1", "172.16.5.4", "224.0.0.1", "fc00::1", "2002:7f00:1::"):
         assert refusal_reason(ipaddress.ip_address(internal)) is not None
+
+
+def test_cli_ingests_urls_and_explains_dead_links(
+    server: str, tmp_path, monkeypatch: pytest.MonkeyPatch, hash_encoder
+):
+    # The command line is the operator's own tool: it may fetch from this machine's network.
+    import io
+
+    from bot.cli import EXIT_OK, main
+
+    monkeypatch.setenv("CITEBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    code = main(
+        ["ingest", f"{server}/article.html", f"{server}/missing"], out=out, err=err, encoder=hash_encoder
+    )
+    assert code == EXIT_OK, err.getvalue()
+    assert "added" in out.getvalue()
+    assert "1 added, 0 replaced, 0 unchanged, 1 skipped." in out.getvalue()
+    assert "/missing" in err.getvalue() and "404" in err.getvalue()
