@@ -198,9 +198,35 @@ def record_vote(library: Library, answer_id: int, user_id: int, vote: int, guild
 
 
 class _Answers:
-    """Shared by the answer buttons: run the click, and route any error to the one handler."""
+    """Shared by the answer buttons: run the click, and route any error to the one handler.
+
+    A plain button names its ``ACTION`` (the custom id is ``citebot:<action>:<answer id>``),
+    ``LABEL`` and ``EMOJI``; everything it needs later is looked up by the answer id, so it
+    works after a restart.
+    """
 
     answer_id: int
+    ACTION = ""
+    LABEL = ""
+    EMOJI = ""
+
+    def __init__(self, answer_id: int) -> None:
+        super().__init__(  # type: ignore[call-arg]
+            discord.ui.Button(
+                label=self.LABEL,
+                emoji=self.EMOJI,
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"citebot:{self.ACTION}:{answer_id}",
+            )
+        )
+        self.answer_id = answer_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> Any:
+        """Rebuild from a clicked button (also after a restart)."""
+        return cls(int(match["id"]))
 
     async def callback(self, interaction: discord.Interaction[Citebot]) -> None:  # type: ignore[override]
         try:
@@ -217,23 +243,7 @@ class FullPassageButton(
 ):
     """Shows the whole passage behind an answer, to the clicker only."""
 
-    def __init__(self, answer_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Full passage",
-                emoji="📄",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"citebot:full:{answer_id}",
-            )
-        )
-        self.answer_id = answer_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> FullPassageButton:
-        """Rebuild from a clicked button (also after a restart)."""
-        return cls(int(match["id"]))
+    ACTION, LABEL, EMOJI = "full", "Full passage", "📄"
 
     async def clicked(self, interaction: discord.Interaction[Citebot]) -> None:
         """Reply with the passage, ephemerally."""
@@ -247,23 +257,7 @@ class OtherSourcesButton(
 ):
     """Shows the next passages that matched the question."""
 
-    def __init__(self, answer_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Other sources",
-                emoji="📚",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"citebot:more:{answer_id}",
-            )
-        )
-        self.answer_id = answer_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> OtherSourcesButton:
-        """Rebuild from a clicked button."""
-        return cls(int(match["id"]))
+    ACTION, LABEL, EMOJI = "more", "Other sources", "📚"
 
     async def clicked(self, interaction: discord.Interaction[Citebot]) -> None:
         """Reply with up to three more passages, ephemerally."""
@@ -281,13 +275,14 @@ class VoteButton(
 ):
     """👍 or 👎: stored with the question and the answer (see ``citebot feedback``)."""
 
-    def __init__(self, answer_id: int, up: bool) -> None:
-        super().__init__(
+    def __init__(self, answer_id: int, up: bool) -> None:  # type: ignore[override]
+        discord.ui.DynamicItem.__init__(
+            self,
             discord.ui.Button(
                 emoji="👍" if up else "👎",
                 style=discord.ButtonStyle.secondary,
                 custom_id=f"citebot:vote:{answer_id}:{'up' if up else 'down'}",
-            )
+            ),
         )
         self.answer_id = answer_id
         self.up = up

@@ -108,6 +108,40 @@ class Feedback:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+INFO_COLUMNS = (
+    "id",
+    "key",
+    "title",
+    "byline",
+    "date",
+    "url",
+    "source",
+    "content_hash",
+    "paragraph_count",
+    "passage_count",
+    "added_at",
+)
+"""The order in which both stores select an article's metadata (see :func:`article_info`)."""
+
+
+def article_info(row: Sequence[object]) -> ArticleInfo:
+    """An :class:`ArticleInfo` from a row in :data:`INFO_COLUMNS` order."""
+    aid, key, title, byline, date, url, source, chash, paragraphs, count, added = row
+    return ArticleInfo(
+        id=str(aid),
+        title=str(title),
+        byline=byline,  # type: ignore[arg-type]
+        date=date,  # type: ignore[arg-type]
+        url=url,  # type: ignore[arg-type]
+        source=source,  # type: ignore[arg-type]
+        key=str(key),
+        content_hash=str(chash),
+        passage_count=int(count),  # type: ignore[call-overload]
+        paragraph_count=int(paragraphs),  # type: ignore[call-overload]
+        added_at=str(added),
+    )
+
+
 @runtime_checkable
 class Store(Protocol):
     """The storage backend the core talks to."""
@@ -218,5 +252,6 @@ __all__ = [
     "IndexSpec",
     "SentenceRow",
     "Store",
+    "article_info",
     "check_library_name",
 ]

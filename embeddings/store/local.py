@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from ..errors import CorruptIndexError, IndexMismatchError, LibraryBusyError, NotFoundError
 from ..types import Article, ArticleInfo, Passage
-from . import ArticleWrite, Feedback, IndexSpec, SentenceRow, check_library_name
+from . import ArticleWrite, Feedback, IndexSpec, SentenceRow, article_info, check_library_name
 
 log = logging.getLogger(__name__)
 
@@ -587,42 +587,27 @@ class LocalStore:
 
     # ------------------------------------------------------------------ reading
 
-    def _info(self, row: sqlite3.Row | tuple) -> ArticleInfo:
-        (aid, key, title, byline, date, url, source, chash, paragraphs, count, added) = row
-        return ArticleInfo(
-            id=aid,
-            title=title,
-            byline=byline,
-            date=date,
-            url=url,
-            source=source,
-            key=key,
-            content_hash=chash,
-            passage_count=count,
-            paragraph_count=len(json.loads(paragraphs)),
-            added_at=added,
-        )
-
+    # The paragraph count comes from the stored spans (SQLite's JSON functions).
     _INFO_COLS = (
-        "id, key, title, byline, date, url, source, content_hash, paragraphs, passage_count, added_at"
+        "id, key, title, byline, date, url, source, content_hash, json_array_length(paragraphs), "
+        "passage_count, added_at"
     )
 
     def list_articles(self, library: str) -> list[ArticleInfo]:
         """All articles, oldest first."""
         with self._db(library) as conn:
             rows = conn.execute(f"SELECT {self._INFO_COLS} FROM articles ORDER BY added_at, rowid").fetchall()
-        return [self._info(r) for r in rows]
+        return [article_info(r) for r in rows]
 
     def get_article(self, library: str, article_id: str) -> Article | None:
         """An article with its cleaned text."""
         with self._db(library) as conn:
             row = conn.execute(
-                f"SELECT {self._INFO_COLS}, text FROM articles WHERE id=?", (article_id,)
+                f"SELECT {self._INFO_COLS}, text, paragraphs FROM articles WHERE id=?", (article_id,)
             ).fetchone()
         if row is None:
             return None
-        info = self._info(row[:-1])
-        return Article(info, row[-1], tuple(tuple(p) for p in json.loads(row[8])))
+        return Article(article_info(row[:-2]), row[-2], tuple(tuple(p) for p in json.loads(row[-1])))
 
     def find_article(
         self, library: str, *, key: str | None = None, content_hash: str | None = None
@@ -636,7 +621,7 @@ class LocalStore:
                 row = conn.execute(
                     f"SELECT {self._INFO_COLS} FROM articles WHERE content_hash=?", (content_hash,)
                 ).fetchone()
-        return self._info(row) if row else None
+        return article_info(row) if row else None
 
     def _passage_rows(self, conn: sqlite3.Connection, where: str, args: Sequence[object]) -> list[Passage]:
         rows = conn.execute(

@@ -73,7 +73,7 @@ from ..errors import (
     StoreUnavailableError,
 )
 from ..types import Article, ArticleInfo, Passage
-from . import ArticleWrite, Feedback, IndexSpec, SentenceRow, check_library_name
+from . import ArticleWrite, Feedback, IndexSpec, SentenceRow, article_info, check_library_name
 from .local import _REBUILD_HINT, _top_k
 
 if TYPE_CHECKING:
@@ -275,23 +275,6 @@ _INFO_COLS = (
     "id, key, title, byline, date, url, source, content_hash, jsonb_array_length(paragraphs), "
     "passage_count, added_at"
 )
-
-
-def _info(row: Sequence[Any]) -> ArticleInfo:
-    aid, key, title, byline, date, url, source, chash, paragraphs, count, added = row
-    return ArticleInfo(
-        id=aid,
-        title=title,
-        byline=byline,
-        date=date,
-        url=url,
-        source=source,
-        key=key,
-        content_hash=chash,
-        passage_count=count,
-        paragraph_count=paragraphs,
-        added_at=added,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -779,7 +762,7 @@ class PostgresStore:
                 (lib.id,),
             ).fetchall()
 
-        return [_info(r) for r in self._run(run)]
+        return [article_info(r) for r in self._run(run)]
 
     def get_article(self, library: str, article_id: str) -> Article | None:
         """An article with its cleaned text."""
@@ -794,7 +777,7 @@ class PostgresStore:
         row = self._run(run)
         if row is None:
             return None
-        return Article(_info(row[:-2]), row[-2], tuple(tuple(p) for p in row[-1]))
+        return Article(article_info(row[:-2]), row[-2], tuple(tuple(p) for p in row[-1]))
 
     def find_article(
         self, library: str, *, key: str | None = None, content_hash: str | None = None
@@ -818,7 +801,7 @@ class PostgresStore:
             return row
 
         row = self._run(run)
-        return _info(row) if row else None
+        return article_info(row) if row else None
 
     _PASSAGE_COLS = 'id, article_id, ordinal, paragraph, start, "end", text'
 
