@@ -108,24 +108,9 @@ class Feedback:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-INFO_COLUMNS = (
-    "id",
-    "key",
-    "title",
-    "byline",
-    "date",
-    "url",
-    "source",
-    "content_hash",
-    "paragraph_count",
-    "passage_count",
-    "added_at",
-)
-"""The order in which both stores select an article's metadata (see :func:`article_info`)."""
-
-
 def article_info(row: Sequence[object]) -> ArticleInfo:
-    """An :class:`ArticleInfo` from a row in :data:`INFO_COLUMNS` order."""
+    """An :class:`ArticleInfo` from a row of id, key, title, byline, date, url, source,
+    content_hash, paragraph_count, passage_count, added_at (the order both stores select)."""
     aid, key, title, byline, date, url, source, chash, paragraphs, count, added = row
     return ArticleInfo(
         id=str(aid),
