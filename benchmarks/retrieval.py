@@ -147,7 +147,7 @@ def main() -> None:
 
         print("\n## citebot eval\n")
         print("```")
-        print(format_result(result))
+        print(format_result(result, curve=True))
         print("```\n")
 
         # Speed: our ingest against the bare model on the same texts, in this run.
