@@ -427,7 +427,7 @@ NO_TOKEN = (
     "DISCORD_TOKEN is not set, so the Discord bot cannot log in.\n"
     "To get one: open https://discord.com/developers/applications, create an application, open "
     "its Bot page and press Reset Token. Put the token in .env as DISCORD_TOKEN=... (or in the "
-    "environment); docs/discord.md walks through it, with the invite link.\n"
+    "environment); the README's 'Discord bot' section walks through it, with the invite link.\n"
     "Without Discord, `citebot chat` and `citebot ask` work offline on the same library."
 )
 

@@ -227,21 +227,18 @@ class Retriever:
         wanted = set(terms)
         q_bigrams = _bigrams(terms)
         texts = {p.id: p for p in self.store.passages(library, [c.passage_id for c in head])}
-        articles: dict[str, str] = {}
         out: list[Candidate] = []
         for c in head:
             passage = texts.get(c.passage_id)
             if passage is None:
                 continue
-            article_text = articles.get(passage.article_id)
-            if article_text is None:
-                article = self.store.get_article(library, passage.article_id)
-                article_text = articles[passage.article_id] = article.text if article else ""
             best_cov = 0.0
             highlight: tuple[int, int] | None = None
             best_pick = -math.inf
             for s in sentences.get(c.passage_id, []):
-                found = wanted.intersection(self.analyzer.terms(article_text[s.start : s.end]))
+                # A passage's sentences lie inside it: slice them from the passage's own text.
+                sentence = passage.text[s.start - passage.start : s.end - passage.start]
+                found = wanted.intersection(self.analyzer.terms(sentence))
                 cov = sum(idf[t] for t in found) / total
                 best_cov = max(best_cov, cov)
                 pick = s.cosine + cfg.highlight_coverage * cov
