@@ -105,17 +105,6 @@ class BM25:
         total = sum(idf.values())
         return LexicalEvidence(scores, {pid: v / total for pid, v in found.items()}, idf)
 
-    def search(
-        self,
-        store: Store,
-        library: str,
-        terms: Sequence[str],
-        k: int,
-        article_ids: Sequence[str] | None = None,
-    ) -> list[tuple[int, float]]:
-        """Top ``k`` ``(passage_id, score)``, best first; ties go to the earlier passage."""
-        return top_scores(self.evidence(store, library, terms, article_ids).scores, k)
-
 
 @dataclass(frozen=True, slots=True)
 class LexicalEvidence:

@@ -35,7 +35,6 @@ from .types import (
     Hit,
     IngestReport,
     IngestResult,
-    Passage,
     Summary,
 )
 
@@ -500,13 +499,6 @@ class Library:
         if timings is not None:
             timings["hits"] = timings.get("hits", 0.0) + time.perf_counter() - start
         return build_answer(q, candidates, hits, self.config, notes)
-
-    def passage_context(self, passage: Passage) -> str:
-        """The whole paragraph a passage comes from."""
-        article = self.store.get_article(self.name, passage.article_id)
-        if article is None:
-            raise NotFoundError("That article has been removed from the library.")
-        return article.paragraph_text(passage.paragraph)
 
     def summarize(self, ref: str, sentences: int = 3) -> Summary:
         """An extractive summary of one article (by id or title), cached until the article changes."""
