@@ -662,6 +662,19 @@ class LocalStore:
             ).fetchall()
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
+    def _restrict(
+        self,
+        library: str,
+        vectors: NDArray[np.float32],
+        passage_ids: NDArray[np.int64],
+        article_ids: Sequence[str] | None,
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """The rows whose passage belongs to ``article_ids`` (all rows when None)."""
+        if article_ids is None:
+            return vectors, passage_ids
+        mask = np.isin(passage_ids, self._allowed(library, article_ids))
+        return vectors[mask], passage_ids[mask]
+
     def dense_search(
         self,
         library: str,
@@ -671,10 +684,7 @@ class LocalStore:
     ) -> list[tuple[int, float]]:
         """Exact cosine top-k with numpy; ties go to the earlier passage."""
         m = self._matrix(library)
-        vectors, ids = m.vectors, m.ids
-        if article_ids is not None:
-            mask = np.isin(ids, self._allowed(library, article_ids))
-            vectors, ids = vectors[mask], ids[mask]
+        vectors, ids = self._restrict(library, m.vectors, m.ids, article_ids)
         if len(ids) == 0:
             return []
         return _top_k(_scores(vectors, query), ids, k)
@@ -688,10 +698,7 @@ class LocalStore:
     ) -> list[tuple[int, float]]:
         """Passages ranked by their best sentence's cosine (exact, numpy)."""
         m = self._matrix(library)
-        vectors, owners = m.sentence_vectors, m.sentence_passages
-        if article_ids is not None:
-            mask = np.isin(owners, self._allowed(library, article_ids))
-            vectors, owners = vectors[mask], owners[mask]
+        vectors, owners = self._restrict(library, m.sentence_vectors, m.sentence_passages, article_ids)
         if len(owners) == 0:
             return []
         scores = _scores(vectors, query)
