@@ -129,7 +129,7 @@ def main() -> None:
         docs, _ = bm.retrieve(qtok, k=100, show_progress=False, n_threads=1)
         bm25_lists = [[ids[j] for j in row] for row in docs]
         qvecs = encoder.encode([str(q["question"]) for q in questions], kind="query")
-        dense_lists = [[pid for pid, _ in store.dense_search("eval-all", v, 100)] for v in qvecs]
+        dense_lists = [[pid for pid, _ in store.nearest("eval-all", v, 100)[0]] for v in qvecs]
         rrf_lists = [rrf(a, b) for a, b in zip(bm25_lists, dense_lists, strict=True)]
         ours = np.array([o.rank for o in result.outcomes])
 

@@ -255,11 +255,11 @@ def folder_mb(path: Path) -> float:
 def latencies(store: Any, queries: NDArray[np.float32], k: int, warmup: int = 20) -> tuple[list, list]:
     """Per-query seconds and results, after ``warmup`` untimed queries."""
     for q in queries[:warmup]:
-        store.dense_search(LIBRARY, q, k)
+        store.nearest(LIBRARY, q, k)[0]
     times, results = [], []
     for q in queries:
         t0 = time.perf_counter()
-        hits = store.dense_search(LIBRARY, q, k)
+        hits = store.nearest(LIBRARY, q, k)[0]
         times.append(time.perf_counter() - t0)
         results.append([pid for pid, _ in hits])
     return times, results
@@ -304,7 +304,7 @@ def bench_local(args: argparse.Namespace, spectrum: Spectrum, queries: NDArray, 
         before = rss_mb()
         fresh = LocalStore(root)  # a new process's view: loads and checks the matrix once
         t0 = time.perf_counter()
-        fresh.dense_search(LIBRARY, queries[0], args.k)
+        fresh.nearest(LIBRARY, queries[0], args.k)
         first = time.perf_counter() - t0
         memory = rss_mb() - before
         times, results = latencies(fresh, queries, args.k)

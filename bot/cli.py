@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from embeddings import (
     Answer,
@@ -21,12 +21,14 @@ from embeddings import (
     Encoder,
     IngestReport,
     Library,
+    Store,
     Summary,
     summarize_text,
 )
 from embeddings.library import clean_question
 
 from .config import Settings
+from .wording import for_cli
 
 log = logging.getLogger("citebot")
 
@@ -134,7 +136,7 @@ class _Progress:
     def __init__(self, label: str, enabled: bool) -> None:
         self.label = label
         self.enabled = enabled
-        self.bar = None
+        self.bar: Any = None
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled or total == 0:
@@ -166,11 +168,12 @@ class App:
         self.out = out
         self.err = err
         self.quiet = quiet
-        self._store = None
+        self._store: Store | None = None
         self._encoder = encoder
 
     @property
-    def store(self):  # type: ignore[no-untyped-def]
+    def store(self) -> Store:
+        """The configured store, opened on first use."""
         if self._store is None:
             from .services import make_store
 
@@ -178,7 +181,8 @@ class App:
         return self._store
 
     @property
-    def encoder(self):  # type: ignore[no-untyped-def]
+    def encoder(self) -> Encoder:
+        """The configured model, loaded on first use."""
         if self._encoder is None:
             from .services import make_encoder
 
@@ -342,7 +346,7 @@ def cmd_chat(app: App, args: argparse.Namespace) -> int:
         try:
             print(term.answer(lib.ask(line)), file=app.out)
         except CitebotError as exc:
-            print(f"citebot: {exc}", file=app.err)
+            print(f"citebot: {for_cli(exc)}", file=app.err)
         print(file=app.out)
 
 
@@ -457,12 +461,10 @@ def cmd_run(app: App, args: argparse.Namespace) -> int:
 
 def cmd_feedback(app: App, args: argparse.Namespace) -> int:
     """citebot feedback: the 👍/👎 votes given to answers, newest first."""
-    from embeddings.store import check_library_name
+    from embeddings import list_votes
 
-    names = app.store.libraries() if args.all else [check_library_name(args.library or app.settings.library)]
-    rows = [(name, f) for name in names for f in app.store.list_feedback(name, limit=args.limit)]
-    rows.sort(key=lambda row: row[1].created_at, reverse=True)
-    rows = rows[: args.limit]
+    names = None if args.all else [args.library or app.settings.library]
+    rows = list_votes(app.store, names, limit=args.limit)
     if args.json:
         data = [
             {
@@ -480,7 +482,7 @@ def cmd_feedback(app: App, args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2, ensure_ascii=False), file=app.out)
         return EXIT_OK
     if not rows:
-        where = "any library" if args.all else f"library {names[0]!r}"
+        where = "any library" if names is None else f"library {names[0]!r}"
         print(f"No votes in {where} yet.", file=app.out)
         return EXIT_OK
     for name, f in rows:
@@ -499,7 +501,7 @@ def cmd_feedback(app: App, args: argparse.Namespace) -> int:
 def cmd_migrate(app: App, args: argparse.Namespace) -> int:
     """citebot migrate --to postgres|local [--library NAME | --all]"""
     from embeddings import LocalStore
-    from embeddings.store.transfer import copy_library
+    from embeddings.store.transfer import copy_library, libraries_to_copy
 
     from .services import make_postgres_store
 
@@ -511,7 +513,7 @@ def cmd_migrate(app: App, args: argparse.Namespace) -> int:
     source, target = (local, postgres) if args.to == "postgres" else (postgres, local)
     where = {"postgres": "PostgreSQL", "local": f"the local store ({app.settings.data_dir})"}
     try:
-        names = source.libraries() if args.all else [args.library or app.settings.library]
+        names = libraries_to_copy(source, None if args.all else args.library or app.settings.library)
         if not names:
             print("citebot: the source store has no libraries; nothing to copy.", file=app.err)
             return EXIT_ERROR
@@ -709,7 +711,7 @@ def main(
     try:
         settings = Settings.load(data_dir=args.data_dir)
     except CitebotError as exc:
-        print(f"citebot: {exc}", file=err)
+        print(f"citebot: {for_cli(exc)}", file=err)
         return EXIT_ERROR
     level = logging.DEBUG if args.verbose else getattr(logging, settings.log_level.upper())
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=err)
@@ -717,7 +719,7 @@ def main(
     try:
         return int(args.func(app, args))
     except CitebotError as exc:
-        print(f"citebot: {exc}", file=err)
+        print(f"citebot: {for_cli(exc)}", file=err)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("citebot: interrupted.", file=err)

@@ -26,16 +26,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from embeddings import (
-    CitebotError,
-    Encoder,
-    IndexStateError,
-    Library,
-    LibraryBusyError,
-    Store,
-)
+from embeddings import CitebotError, EmptyLibraryError, Encoder, Library, Store
 from embeddings.fetch import Fetcher
 
+from . import wording
 from .config import Settings
 from .services import ensure_seeded, make_library
 
@@ -53,10 +47,6 @@ INVITE_PERMISSIONS = discord.Permissions(
 """What the bot asks for when invited: enough to answer, embed citations, and read replies."""
 
 APOLOGY = "Sorry, something went wrong on my side. It has been logged; please try again in a moment."
-EMPTY_LIBRARY = (
-    "This server's library is empty. Someone with the Manage Server permission can add "
-    "articles with /ingest (a file or a link)."
-)
 WRITE_TIMEOUT = 10.0
 """Seconds a write waits for another process (a CLI ingest) holding the library's lock."""
 WORKERS = 4
@@ -67,10 +57,6 @@ of the loop's default executor."""
 
 class UserError(app_commands.AppCommandError):
     """Something the user should be told, as is (and nothing to log)."""
-
-
-class EmptyLibraryError(UserError):
-    """A server's library has no articles yet."""
 
 
 def make_intents() -> discord.Intents:
@@ -132,8 +118,8 @@ class Libraries:
     def ready(self, guild_id: int | None, *, create: bool = False) -> Library:
         """The library, ready to read. Blocking: call it from a worker thread.
 
-        Seeds the DM library on first use. Raises :class:`EmptyLibraryError` for a server
-        whose library was never filled, unless ``create`` (an ingest is about to fill it).
+        Seeds the DM library on first use. Raises :class:`~embeddings.EmptyLibraryError` for a
+        server whose library was never filled, unless ``create`` (an ingest is about to fill it).
         """
         library = self.get(guild_id)
         if create or library.name in self._known:
@@ -142,7 +128,7 @@ class Libraries:
             with self._seed_lock:  # one seeding at a time; the others then find it done
                 ensure_seeded(library, self.settings)
         if not library.exists():
-            raise EmptyLibraryError(EMPTY_LIBRARY)
+            raise EmptyLibraryError(library.name)
         self._known.add(library.name)
         return library
 
@@ -225,16 +211,8 @@ def explain(error: BaseException) -> tuple[str, bool]:
         return "You can't use this command here.", False
     if isinstance(original, UserError):
         return str(original), False
-    if isinstance(original, LibraryBusyError):
-        return "The library is busy with another update. Try again in a moment.", False
-    if isinstance(original, IndexStateError):
-        # The operator's problem (a damaged index, a changed model), not the user's.
-        return (
-            "This library needs maintenance by the bot's operator; it has been logged.",
-            True,
-        )
     if isinstance(original, CitebotError):
-        return str(original), False
+        return wording.for_discord(original)
     return APOLOGY, True
 
 
@@ -303,6 +281,8 @@ class Citebot(commands.AutoShardedBot):
         # citebot never joins voice channels: skip discord.py's warnings about voice libraries.
         discord.VoiceClient.warn_nacl = False
         discord.VoiceClient.warn_dave = False
+        if settings.shard_ids is not None:  # else discord.py runs every shard, its default
+            options["shard_ids"] = list(settings.shard_ids)
         super().__init__(
             command_prefix=commands.when_mentioned,  # only "@citebot sync" (owner)
             intents=make_intents(),
@@ -310,7 +290,6 @@ class Citebot(commands.AutoShardedBot):
             tree_cls=tree_cls,
             help_command=None,
             shard_count=settings.shard_count,
-            shard_ids=list(settings.shard_ids) if settings.shard_ids is not None else None,
             owner_ids=set(settings.owner_ids),
             **options,
         )

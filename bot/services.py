@@ -20,7 +20,7 @@ from embeddings import (
     SentenceTransformerEncoder,
     Store,
 )
-from embeddings.library import ProgressFn
+from embeddings.ingest import ProgressFn
 
 from .config import Settings
 

@@ -10,7 +10,9 @@ from .chunking import ChunkSpec, chunk_document
 from .encoder import DEFAULT_MODEL, CrossEncoderReranker, Encoder, HashEncoder, SentenceTransformerEncoder
 from .errors import (
     CitebotError,
+    CopyConflictError,
     CorruptIndexError,
+    EmptyLibraryError,
     FetchError,
     IndexMismatchError,
     IndexStateError,
@@ -18,9 +20,12 @@ from .errors import (
     LibraryBusyError,
     ModelLoadError,
     NotFoundError,
+    StoreUnavailableError,
 )
+from .ingest import Ingester
 from .lexical import BM25, Analyzer
 from .library import MAX_QUESTION_CHARS, Library, clean_question
+from .records import AnswerRecord, RecordedAnswer, list_votes
 from .search import Reranker, SearchConfig
 from .sentences import split_sentences
 from .store import ArticleWrite, Feedback, IndexSpec, Store
@@ -46,15 +51,18 @@ __all__ = [
     "MAX_QUESTION_CHARS",
     "Analyzer",
     "Answer",
+    "AnswerRecord",
     "Article",
     "ArticleInfo",
     "ArticleWrite",
     "ChunkSpec",
     "Citation",
     "CitebotError",
+    "CopyConflictError",
     "CorruptIndexError",
     "CrossEncoderReranker",
     "Document",
+    "EmptyLibraryError",
     "Encoder",
     "Feedback",
     "FetchError",
@@ -65,6 +73,7 @@ __all__ = [
     "IndexStateError",
     "IngestReport",
     "IngestResult",
+    "Ingester",
     "InputError",
     "Library",
     "LibraryBusyError",
@@ -72,10 +81,12 @@ __all__ = [
     "ModelLoadError",
     "NotFoundError",
     "Passage",
+    "RecordedAnswer",
     "Reranker",
     "SearchConfig",
     "SentenceTransformerEncoder",
     "Store",
+    "StoreUnavailableError",
     "Summary",
     "SummaryConfig",
     "SummarySentence",
@@ -83,6 +94,7 @@ __all__ = [
     "clean_article",
     "clean_question",
     "expand_paths",
+    "list_votes",
     "load_bytes",
     "load_file",
     "parse_html",

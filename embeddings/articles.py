@@ -21,15 +21,26 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date as _date
 from pathlib import Path
+from typing import Any
 
 from .errors import InputError
 from .types import Document
 
-SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".jsonl")
+KIND_BY_SUFFIX = {
+    ".txt": "txt",
+    ".text": "txt",
+    ".md": "md",
+    ".markdown": "md",
+    ".html": "html",
+    ".htm": "html",
+    ".jsonl": "jsonl",
+}
+"""The one table of file types: suffix -> the parser that reads it."""
+SUPPORTED_SUFFIXES = tuple(KIND_BY_SUFFIX)
 
 # --------------------------------------------------------------------------- normalisation
 
@@ -132,7 +143,8 @@ def _date_only_line(line: str) -> str | None:
     iso = parse_date(line)
     if iso is None:
         return None
-    rest = _DATE_LABEL.match(line).group("rest")  # type: ignore[union-attr]
+    label = _DATE_LABEL.match(line)
+    rest = label.group("rest") if label else line
     for pattern in _DATE_PATTERNS:
         rest = pattern.sub(" ", rest)
     rest = _WEEKDAY.sub(" ", _TIME.sub(" ", rest))
@@ -510,7 +522,8 @@ def parse_html(html: str, *, key: str, source: str | None = None, url: str | Non
     """HTML through trafilatura's main-content extraction, then the same cleaning rules."""
     import trafilatura  # lazy: it pulls in lxml and friends
 
-    extracted = trafilatura.bare_extraction(
+    # A trafilatura Document (its attributes are read below; the dict form is for as_dict=True).
+    extracted: Any = trafilatura.bare_extraction(
         html,
         url=url,
         with_metadata=True,
@@ -570,7 +583,7 @@ _DATE_FIELDS = ("date", "published", "published_at", "date_published", "publish_
 _URL_FIELDS = ("url", "link", "source_url", "source", "href")
 
 
-def _meta_from_fields(fields: dict[str, object]) -> Metadata:
+def _meta_from_fields(fields: Mapping[str, object]) -> Metadata:
     def pick(names: tuple[str, ...]) -> str | None:
         for n in names:
             v = fields.get(n)
@@ -677,7 +690,7 @@ def load_bytes(
     except InputError as exc:
         yield exc
         return
-    kind = kind or _KIND_BY_SUFFIX.get(Path(name.split("?", 1)[0]).suffix.lower(), "txt")
+    kind = kind or KIND_BY_SUFFIX.get(Path(name.split("?", 1)[0]).suffix.lower(), "txt")
     try:
         if kind == "jsonl":
             yield from parse_jsonl(text, source=name)
@@ -690,17 +703,6 @@ def load_bytes(
             yield _with_url(doc, url)
     except InputError as exc:
         yield exc
-
-
-_KIND_BY_SUFFIX = {
-    ".txt": "txt",
-    ".text": "txt",
-    ".md": "md",
-    ".markdown": "md",
-    ".html": "html",
-    ".htm": "html",
-    ".jsonl": "jsonl",
-}
 
 
 def _with_url(doc: Document, url: str | None) -> Document:

@@ -70,9 +70,14 @@ def chunk_document(
     token_offsets: TokenOffsets,
     *,
     article_id: str = "",
+    sentences: list[tuple[int, int, int]] | None = None,
 ) -> list[Passage]:
-    """Split ``doc`` into passages that each fit ``spec.max_tokens`` word pieces."""
-    sentences = sentence_spans(doc)
+    """Split ``doc`` into passages that each fit ``spec.max_tokens`` word pieces.
+
+    ``sentences`` are the document's :func:`sentence_spans`, when the caller already has them.
+    """
+    if sentences is None:
+        sentences = sentence_spans(doc)
     if not sentences:
         return []
     counts = count_tokens([doc.text[a:b] for _, a, b in sentences])

@@ -68,7 +68,8 @@ def _normalise(vectors: NDArray[np.floating]) -> NDArray[np.float32]:
     v = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(v, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return v / norms
+    out: NDArray[np.float32] = v / norms
+    return out
 
 
 def cpu_supports_bf16() -> bool:
@@ -193,7 +194,9 @@ class SentenceTransformerEncoder:
         self._lock = threading.Lock()
         # Special tokens ([CLS], [SEP]) take part of the window.
         specials = len(self._tokenizer("", add_special_tokens=True)["input_ids"])
-        self._max_tokens = int(self.model.max_seq_length) - specials
+        # A model without a configured length reads as much as its tokenizer allows.
+        window = self.model.max_seq_length or self._tokenizer.model_max_length
+        self._max_tokens = int(window) - specials
         log.info(
             "loaded %s (%s, dim %d, %d tokens)",
             self._identity,
@@ -227,7 +230,7 @@ class SentenceTransformerEncoder:
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span of each word piece."""
         enc = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return [tuple(span) for span in enc["offset_mapping"]]  # type: ignore[misc]
+        return [(int(a), int(b)) for a, b in enc["offset_mapping"]]
 
     def encode(
         self, texts: Sequence[str], *, kind: str = "passage", progress: Progress | None = None

@@ -1,22 +1,60 @@
-"""The core's few errors. Each message speaks to a person: what went wrong, what to do next."""
+"""The core's few errors. Each carries facts; the front end that knows its user words the remedy.
+
+``str(error)`` is a plain statement of what went wrong ("Library 'x' was built with other
+settings (model: …)"). It never names a command, a setting or an environment variable: the
+command line adds "run `citebot rebuild`", the Discord bot adds "ask a moderator to…". The
+structured fields (which library, what differs, what is damaged, who holds a lock) are what a
+front end reads to choose its wording.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Literal
+
 
 class CitebotError(Exception):
-    """Base class of every error the core raises on purpose."""
+    """Base class of every error the core raises on purpose. ``library`` names the library, if any."""
+
+    def __init__(self, message: str, *, library: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.library = library
 
 
 class InputError(CitebotError):
     """A question, file or argument the core cannot use (empty question, unreadable file...)."""
 
 
-class NotFoundError(CitebotError):
-    """An article or library that does not exist. ``suggestions`` lists close matches."""
+NotFoundKind = Literal["article", "library", "answer", "passage"]
 
-    def __init__(self, message: str, suggestions: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
+
+class NotFoundError(CitebotError):
+    """Something that does not exist (``kind``): an article, a library, a recorded answer.
+
+    ``ref`` is what was asked for and ``suggestions`` lists close matches (article titles).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        suggestions: tuple[str, ...] = (),
+        *,
+        kind: NotFoundKind = "article",
+        ref: str | None = None,
+        library: str | None = None,
+    ) -> None:
+        super().__init__(message, library=library)
         self.suggestions = suggestions
+        self.kind = kind
+        self.ref = ref
+
+
+class EmptyLibraryError(NotFoundError):
+    """A library that does not exist yet (nothing was ever added to it): there is nothing to read."""
+
+    def __init__(self, library: str) -> None:
+        super().__init__(f"Library {library!r} does not exist yet.", kind="library", library=library)
 
 
 class IndexStateError(CitebotError):
@@ -24,19 +62,109 @@ class IndexStateError(CitebotError):
 
 
 class IndexMismatchError(IndexStateError):
-    """The index was built with another model or chunking; it must be rebuilt."""
+    """The index was built with other settings (``differences``, one line each); it must be rebuilt."""
+
+    def __init__(self, library: str, differences: Sequence[str]) -> None:
+        self.differences = tuple(differences)
+        super().__init__(
+            f"Library {library!r} was built with other settings ({'; '.join(self.differences)}).",
+            library=library,
+        )
+
+
+DamagedPart = Literal["database", "passage vectors", "sentence vectors", "schema"]
 
 
 class CorruptIndexError(IndexStateError):
-    """Part of the index cannot be read or does not agree with the rest."""
+    """Part of the index (``part``) cannot be read or does not agree with the rest.
+
+    ``rebuildable`` says whether the stored article texts are intact, so that re-embedding them
+    repairs the damage; when False the articles must be ingested again from their sources.
+    ``location`` is the file or folder involved, when there is one.
+    """
+
+    def __init__(
+        self,
+        library: str,
+        part: DamagedPart,
+        detail: str,
+        *,
+        rebuildable: bool,
+        location: str | None = None,
+    ) -> None:
+        self.part = part
+        self.detail = detail
+        self.rebuildable = rebuildable
+        self.location = location
+        super().__init__(f"The {part} of library {library!r} {detail}.", library=library)
+
+
+class CopyConflictError(CitebotError):
+    """Copying a library would overwrite the target's copy: it was built with other settings
+    (``differences``), or it holds articles the source lacks (``extra_titles``, ``extra_count``)."""
+
+    def __init__(
+        self,
+        library: str,
+        *,
+        differences: Sequence[str] = (),
+        extra_titles: Sequence[str] = (),
+        extra_count: int = 0,
+    ) -> None:
+        self.differences = tuple(differences)
+        self.extra_titles = tuple(extra_titles)
+        self.extra_count = extra_count
+        if self.differences:
+            message = (
+                f"Library {library!r} already exists in the target store with other settings "
+                f"({'; '.join(self.differences)})."
+            )
+        else:
+            titles = "; ".join(f"“{t}”" for t in self.extra_titles)
+            message = (
+                f"Library {library!r} in the target store has {extra_count} article(s) that the source "
+                f"lacks ({titles})."
+            )
+        super().__init__(message, library=library)
 
 
 class LibraryBusyError(CitebotError):
-    """Another process is writing to the same library."""
+    """Another writer holds the library (``holder`` says who and since when, when known)."""
+
+    def __init__(self, library: str, holder: str | None = None, *, locked_database: bool = False) -> None:
+        self.holder = holder
+        self.locked_database = locked_database
+        who = f" ({holder})" if holder else ""
+        if locked_database:
+            message = f"Library {library!r} is busy: its database is locked by another process."
+        else:
+            message = f"Library {library!r} is being changed by another citebot process{who}."
+        super().__init__(message, library=library)
+
+
+Outage = Literal["unreachable", "lost", "lost_while_saving", "lost_while_indexing"]
 
 
 class StoreUnavailableError(CitebotError):
-    """The database behind the store cannot be reached (server down, connection lost twice)."""
+    """The database behind the store cannot be reached.
+
+    ``outage`` is ``unreachable`` (no connection could be made), ``lost`` (the connection
+    dropped twice), ``lost_while_saving`` (dropped during a commit: the change may or may not
+    be saved) or ``lost_while_indexing`` (the data is saved, an index build was cut short). ``detail`` is the driver's first line, with no password in it.
+    """
+
+    def __init__(self, outage: Outage, detail: str) -> None:
+        self.outage = outage
+        self.detail = detail
+        what = {
+            "unreachable": "Cannot connect to the PostgreSQL database",
+            "lost": "Lost the connection to the PostgreSQL database again after a retry",
+            "lost_while_saving": "Lost the connection to the PostgreSQL database while saving, "
+            "so the change may or may not be saved",
+            "lost_while_indexing": "Lost the connection to the PostgreSQL database while building a "
+            "search index; the data is saved and the index is built again on the next write",
+        }[outage]
+        super().__init__(f"{what} ({detail}).")
 
 
 class ModelLoadError(CitebotError):
@@ -49,7 +177,9 @@ class FetchError(CitebotError):
 
 __all__ = [
     "CitebotError",
+    "CopyConflictError",
     "CorruptIndexError",
+    "EmptyLibraryError",
     "FetchError",
     "IndexMismatchError",
     "IndexStateError",

@@ -116,7 +116,8 @@ def ask_all(
         if answer.hits and answer.highlight is not None:
             a, b = answer.highlight
             sentence = _norm(answer.hits[0].passage.text[a:b])
-            has = any(_norm(str(ans)) in sentence for ans in q.get("answers", []) or [])  # type: ignore[union-attr]
+            answers = q.get("answers") or []
+            has = isinstance(answers, list) and any(_norm(str(ans)) in sentence for ans in answers)
         out.append(Outcome(rank, answer.answered, answer.confidence, has, seconds))
         if progress is not None:
             progress(i + 1, len(questions))

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import httpcore
 import httpx
 
-from .articles import _KIND_BY_SUFFIX, load_bytes
+from .articles import KIND_BY_SUFFIX, load_bytes
 from .errors import FetchError, InputError
 from .types import Document
 
@@ -151,7 +151,7 @@ def _transport(guard: AddressGuard) -> httpx.HTTPTransport:
     transport = httpx.HTTPTransport(trust_env=False)
     # httpx 0.28 has no public way to pass a network backend, so swap the (still unused)
     # connection pool for one that connects through the guard.
-    transport._pool = httpcore.ConnectionPool(  # type: ignore[attr-defined]
+    transport._pool = httpcore.ConnectionPool(
         ssl_context=httpx.create_ssl_context(),
         max_connections=4,
         network_backend=_GuardedBackend(guard),
@@ -262,7 +262,7 @@ class Fetcher:
         content_type = response.headers.get("content-type", "")
         mime = content_type.split(";", 1)[0].strip().lower()
         suffix = "." + urlsplit(url).path.rsplit(".", 1)[-1].lower() if "." in urlsplit(url).path else ""
-        by_suffix = _KIND_BY_SUFFIX.get(suffix)
+        by_suffix = KIND_BY_SUFFIX.get(suffix)
         if mime in _GENERIC_MIMES and by_suffix:
             return by_suffix  # e.g. a .md file served as text/plain
         if mime in _KIND_BY_MIME:

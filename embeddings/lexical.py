@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from .store import Store
 
@@ -30,7 +31,7 @@ _TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
 @lru_cache(maxsize=1)
-def _stemmer():  # type: ignore[no-untyped-def]
+def _stemmer() -> Any:  # PyStemmer ships no type information
     try:
         import Stemmer
     except ImportError as exc:  # pragma: no cover - a declared dependency
@@ -87,16 +88,15 @@ class BM25:
         unique = list(dict.fromkeys(terms))
         if not unique:
             return LexicalEvidence({}, {}, {})
-        n, avgdl, df = store.lexical_stats(library, unique)
+        rows = store.lexical(library, unique, article_ids)
+        n, df = rows.passage_count, rows.df
         idf = {t: math.log(1 + (n - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5)) for t in unique}
         scores: dict[int, float] = {}
         found: dict[int, float] = {}
         if n:
             k1, b = self.k1, self.b
-            norm = avgdl or 1.0
-            for term, pid, tf, length in store.postings(
-                library, [t for t in unique if df.get(t)], article_ids
-            ):
+            norm = rows.mean_length or 1.0
+            for term, pid, tf, length in rows.postings:
                 w = idf[term]
                 scores[pid] = scores.get(pid, 0.0) + w * tf * (k1 + 1) / (
                     tf + k1 * (1 - b + b * length / norm)

@@ -1,56 +1,41 @@
 """The core's front door: one library of articles in one store, read and written.
 
 Everything here is synchronous and blocking (model inference, disk); front ends that run an
-event loop call it from a worker thread.
+event loop call it from a worker thread. The write path lives in :mod:`embeddings.ingest`,
+recorded answers and votes in :mod:`embeddings.records`; :class:`Library` is what front ends
+call for all of them, so the command line and the Discord bot behave the same.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
-
-import numpy as np
 
 from .answer import build_answer
-from .articles import content_hash, expand_paths, load_file
-from .chunking import ChunkSpec, chunk_document
+from .articles import expand_paths, load_file
+from .chunking import ChunkSpec
 from .encoder import Encoder
-from .errors import CitebotError, IndexMismatchError, InputError, NotFoundError
+from .errors import CitebotError, EmptyLibraryError, IndexMismatchError, InputError, NotFoundError
+from .ingest import Ingester, ProgressFn, UrlLoader
 from .lexical import Analyzer
+from .records import ANSWER_KIND, VOTE_KIND, AnswerRecord, RecordedAnswer
 from .search import Candidate, Reranker, Retriever, SearchConfig
-from .sentences import split_sentences
-from .store import ArticleWrite, IndexSpec, Store, check_library_name
+from .store import ArticleWrite, Feedback, IndexSpec, Store, check_library_name
 from .summarize import SUMMARIZER_VERSION, make_summary, spans_from_json, spans_to_json, summarize_document
-from .types import (
-    Answer,
-    ArticleInfo,
-    Document,
-    Hit,
-    IngestReport,
-    IngestResult,
-    Summary,
-)
+from .types import Answer, ArticleInfo, Document, Hit, IngestReport, IngestResult, Summary
 
 MAX_QUESTION_CHARS = 1000
 """Longer questions are cut here (the model reads about 256 word pieces anyway)."""
 
-
-class UrlLoader(Protocol):
-    """Downloads a URL into articles (:class:`embeddings.fetch.Fetcher` is one)."""
-
-    def load(self, url: str) -> list[Document | InputError]:
-        """The articles at ``url``, or errors for parts that could not be used."""
-
-
-ProgressFn = Callable[[int, int], None]
-"""Called as ``progress(done, total)`` while passages are embedded."""
+FOLLOW_UP_WITHIN = "Follow-up: searched the article of the previous answer."
+FOLLOW_UP_WIDENED = (
+    "Follow-up: the previous answer's article doesn't cover this, so I searched the whole library."
+)
 
 
 def clean_question(question: str) -> tuple[str, tuple[str, ...]]:
@@ -116,22 +101,14 @@ class Library:
         return self.store.spec(self.name) is not None
 
     def _check(self) -> None:
-        """Refuse to read a library built with another model or chunking."""
+        """Refuse to read a library built with another model or chunking (read once per object)."""
         if self._checked:
             return
         existing = self.store.spec(self.name)
         if existing is None:
-            raise NotFoundError(
-                f"Library {self.name!r} is empty. Add articles with "
-                f"`citebot ingest PATH --library {self.name}`."
-            )
+            raise EmptyLibraryError(self.name)
         if existing != self.spec:
-            raise IndexMismatchError(
-                f"Library {self.name!r} was built with other settings ("
-                + "; ".join(existing.differences(self.spec))
-                + f"). Run `citebot rebuild --library {self.name}` to rebuild it with the "
-                "current settings, or change the settings back."
-            )
+            raise IndexMismatchError(self.name, existing.differences(self.spec))
         self._checked = True
 
     def articles(self) -> list[ArticleInfo]:
@@ -172,7 +149,13 @@ class Library:
         close = [a.title for ratio, a in scored if ratio >= 0.5]
         ranked = list(dict.fromkeys([a.title for a in contains] + close))[:5]
         hint = (" Did you mean: " + "; ".join(f"“{t}”" for t in ranked) + "?") if ranked else ""
-        raise NotFoundError(f"No article matches {ref!r} in library {self.name!r}.{hint}", tuple(ranked))
+        raise NotFoundError(
+            f"No article matches {ref!r} in library {self.name!r}.{hint}",
+            tuple(ranked),
+            kind="article",
+            ref=ref,
+            library=self.name,
+        )
 
     # ------------------------------------------------------------------ writing
 
@@ -224,168 +207,10 @@ class Library:
             self.store.create(self.name, self.spec)
             self._checked = False
             self._check()
-            results: list[IngestResult] = []
-            planned: list[tuple[ArticleWrite, str]] = []  # (write without vectors, status)
-            seen_keys: set[str] = set()
-            for item in items:
-                if isinstance(item, CitebotError):
-                    results.append(IngestResult(source="", status="skipped", reason=str(item)))
-                    continue
-                plan = self._plan(item, seen_keys)
-                if isinstance(plan, IngestResult):
-                    results.append(plan)
-                else:
-                    planned.append(plan)
-            total = sum(len(w.passages) for w, _ in planned)
-            done = 0
-            if progress is not None:
-                progress(0, total)
-            batch: list[tuple[ArticleWrite, str]] = []
-            size = 0
-            for write, status in planned:
-                batch.append((write, status))
-                size += len(write.passages)
-                if size >= batch_passages:
-                    done = self._commit(batch, results, done, total, progress)
-                    batch, size = [], 0
-            if batch:
-                self._commit(batch, results, done, total, progress)
-        return IngestReport(tuple(results))
+            return self._ingester().ingest(items, progress=progress, batch_passages=batch_passages)
 
-    def _plan(self, doc: Document, seen_keys: set[str]) -> tuple[ArticleWrite, str] | IngestResult:
-        source = doc.source or doc.key
-        if doc.key in seen_keys:
-            return IngestResult(source, "skipped", reason="appears twice in this ingest; kept the first")
-        seen_keys.add(doc.key)
-        digest = content_hash(doc)
-        existing = self.store.find_article(self.name, key=doc.key)
-        if existing is not None and existing.content_hash == digest:
-            return IngestResult(source, "unchanged", existing)
-        if existing is None:
-            twin = self.store.find_article(self.name, content_hash=digest)
-            if twin is not None:
-                return IngestResult(
-                    source, "unchanged", twin, reason=f"same text as article {twin.id} already here"
-                )
-        article_id = existing.id if existing else self._new_id(doc.key)
-        return self._prepare(doc, article_id, digest), ("replaced" if existing else "added")
-
-    def _prepare(self, doc: Document, article_id: str, digest: str) -> ArticleWrite:
-        """Chunk an article and count its terms; vectors are filled in by :meth:`_embed`."""
-        passages = chunk_document(
-            doc,
-            self.chunk,
-            self.encoder.count_tokens,
-            self.encoder.token_offsets,
-            article_id=article_id,
-        )
-        info = ArticleInfo(
-            id=article_id,
-            title=doc.title,
-            byline=doc.byline,
-            date=doc.date,
-            url=doc.url,
-            source=doc.source,
-            key=doc.key,
-            content_hash=digest,
-            passage_count=len(passages),
-            paragraph_count=len(doc.paragraphs),
-            added_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
-        sentences = [
-            (p.ordinal, a, b) for p in passages for a, b in split_sentences(doc.text, p.start, p.end)
-        ]
-        return ArticleWrite(
-            info=info,
-            text=doc.text,
-            paragraphs=doc.paragraphs,
-            passages=passages,
-            vectors=np.zeros((len(passages), self.encoder.dim), dtype=np.float32),
-            terms=[self.analyzer.counts(p.text) for p in passages],
-            sentences=sentences,
-            sentence_vectors=np.zeros((len(sentences), self.encoder.dim), dtype=np.float32),
-        )
-
-    def _embed(
-        self, writes: Sequence[ArticleWrite], progress: Callable[[int], None] | None
-    ) -> list[ArticleWrite]:
-        """Embed passages and their (distinct) sentences in one pass and attach the vectors.
-
-        Progress counts passages; a passage is reported once its sentences are done too.
-        """
-        texts = [p.text for w in writes for p in w.passages]
-        # A sentence shared by overlapping passages is embedded once.
-        spans: dict[tuple[int, int, int], int] = {}
-        for wi, w in enumerate(writes):
-            for _, a, b in w.sentences:
-                spans.setdefault((wi, a, b), len(spans))
-        sentence_texts = [writes[wi].text[a:b] for wi, a, b in spans]
-        n_passages = len(texts)
-        scale = n_passages / max(1, n_passages + len(sentence_texts))
-        reported = 0
-        seen = 0
-
-        def step(n: int) -> None:
-            nonlocal reported, seen
-            seen += n
-            now = int(seen * scale)
-            if progress is not None and now > reported:
-                progress(now - reported)
-                reported = now
-
-        vectors = self.encoder.encode(texts + sentence_texts, kind="passage", progress=step)
-        if progress is not None and n_passages > reported:
-            progress(n_passages - reported)
-        out: list[ArticleWrite] = []
-        row = 0
-        for wi, w in enumerate(writes):
-            n = len(w.passages)
-            rows = [n_passages + spans[(wi, a, b)] for _, a, b in w.sentences]
-            out.append(
-                ArticleWrite(
-                    w.info,
-                    w.text,
-                    w.paragraphs,
-                    w.passages,
-                    vectors[row : row + n],
-                    w.terms,
-                    w.sentences,
-                    vectors[rows].reshape(len(rows), -1),
-                )
-            )
-            row += n
-        return out
-
-    def _new_id(self, key: str) -> str:
-        digest = hashlib.sha1(key.encode()).hexdigest()
-        for length in (8, 12, 16, 40):
-            candidate = digest[:length]
-            other = self.store.get_article(self.name, candidate)
-            if other is None or other.info.key == key:
-                return candidate
-        raise AssertionError("sha1 collision")
-
-    def _commit(
-        self,
-        batch: list[tuple[ArticleWrite, str]],
-        results: list[IngestResult],
-        done: int,
-        total: int,
-        progress: ProgressFn | None,
-    ) -> int:
-        def step(n: int) -> None:
-            nonlocal done
-            done += n
-            if progress is not None:
-                progress(done, total)
-
-        writes = self._embed([w for w, _ in batch], step)
-        self.store.write(self.name, writes)
-        results.extend(
-            IngestResult(w.info.source or w.info.key, status, w.info)
-            for w, (_, status) in zip(writes, batch, strict=True)
-        )
-        return done
+    def _ingester(self) -> Ingester:
+        return Ingester(self.store, self.encoder, self.name, self.spec, self.chunk, self.analyzer)
 
     def forget(self, ref: str) -> ArticleInfo:
         """Remove an article (by id or title) and its passages."""
@@ -403,8 +228,9 @@ class Library:
         interrupted rebuild leaves the old library as it was.
         """
         if self.store.spec(self.name) is None:
-            raise NotFoundError(f"Library {self.name!r} does not exist; nothing to rebuild.")
+            raise EmptyLibraryError(self.name)
         with self._write_lock, self.store.writer(self.name, self.write_timeout):
+            ingester = self._ingester()
             writes: list[ArticleWrite] = []
             for info in self.store.list_articles(self.name):
                 article = self.store.get_article(self.name, info.id)
@@ -420,7 +246,7 @@ class Library:
                     url=info.url,
                     source=info.source,
                 )
-                writes.append(self._prepare(doc, info.id, info.content_hash))
+                writes.append(ingester.prepare(doc, info.id, info.content_hash))
             total = sum(len(w.passages) for w in writes)
             done = 0
 
@@ -432,7 +258,7 @@ class Library:
 
             if progress is not None:
                 progress(0, total)
-            writes = self._embed(writes, step)
+            writes = ingester.embed(writes, step)
             self.store.reset(self.name, self.spec, writes)
             self._checked = False
         return IngestReport(
@@ -449,28 +275,16 @@ class Library:
         return self._hits(self.retriever.candidates(self.name, q, qvec, article_ids)[:k])
 
     def _hits(self, candidates: Sequence[Candidate]) -> list[Hit]:
-        passages = self.store.passages(self.name, [c.passage_id for c in candidates])
-        by_id = {p.id: p for p in passages}
-        infos: dict[str, ArticleInfo] = {}
+        """Candidates as hits: their passages came with them; article metadata in one read."""
+        found = [(c, c.passage) for c in candidates if c.passage is not None]
+        infos = self.store.article_infos(self.name, list(dict.fromkeys(p.article_id for _, p in found)))
         hits: list[Hit] = []
-        for c in candidates:
-            p = by_id.get(c.passage_id)
-            if p is None:
-                continue
-            info = infos.get(p.article_id)
+        for c, passage in found:
+            info = infos.get(passage.article_id)
             if info is None:
-                article = self.store.get_article(self.name, p.article_id)
-                if article is None:
-                    continue
-                info = infos[p.article_id] = article.info
+                continue  # forgotten since the search
             hits.append(
-                Hit(
-                    passage=p,
-                    article=info,
-                    score=c.score,
-                    rank=len(hits) + 1,
-                    scores=dict(c.features),
-                )
+                Hit(passage=passage, article=info, score=c.score, rank=len(hits) + 1, scores=dict(c.features))
             )
         return hits
 
@@ -480,14 +294,54 @@ class Library:
         *,
         k: int = 4,
         article_ids: Sequence[str] | None = None,
+        prefer_articles: Sequence[str] | None = None,
+        record_as: str | None = None,
         timings: dict[str, float] | None = None,
     ) -> Answer:
         """Answer from the library: the best passage, its answering sentence, or a refusal.
 
-        ``article_ids`` limits the search to those articles (a follow-up about one article);
-        ``timings``, when given, receives the seconds spent in each stage.
+        ``article_ids`` limits the search to those articles. ``prefer_articles`` asks within
+        those articles first and, when they do not answer, the whole library; a note says which
+        happened. ``record_as`` records an answered question under that id for its buttons,
+        follow-ups and votes (:meth:`recorded`, :meth:`vote`). ``timings``, when given, receives
+        the seconds spent in each stage.
         """
         self._check()
+        answer = None
+        if prefer_articles:
+            within = self._ask(question, k, prefer_articles, timings)
+            if within.answered:
+                answer = replace(within, notes=(*within.notes, FOLLOW_UP_WITHIN))
+            else:
+                answer = self._ask(question, k, article_ids, timings)
+                answer = replace(answer, notes=(*answer.notes, FOLLOW_UP_WIDENED))
+        else:
+            answer = self._ask(question, k, article_ids, timings)
+        if record_as is not None and answer.best is not None:
+            self.store.put_cached(
+                self.name, ANSWER_KIND, record_as, answer.best.article.id, AnswerRecord.of(answer).to_json()
+            )
+        return answer
+
+    def follow_up(self, question: str, previous: str | None, *, record_as: str | None = None) -> Answer:
+        """Ask a follow-up of the recorded answer ``previous``: within its article first.
+
+        An unknown or expired ``previous`` (another library's answer, a changed article) makes
+        this an ordinary question.
+        """
+        self._check()
+        record = self._record(previous) if previous is not None else None
+        return self.ask(
+            question, prefer_articles=[record.article_id] if record else None, record_as=record_as
+        )
+
+    def _ask(
+        self,
+        question: str,
+        k: int,
+        article_ids: Sequence[str] | None,
+        timings: dict[str, float] | None,
+    ) -> Answer:
         q, notes = clean_question(question)
         start = time.perf_counter()
         qvec = self.retriever.embed_query(q)
@@ -499,6 +353,74 @@ class Library:
         if timings is not None:
             timings["hits"] = timings.get("hits", 0.0) + time.perf_counter() - start
         return build_answer(q, candidates, hits, self.config, notes)
+
+    # ------------------------------------------------------------------ recorded answers and votes
+
+    def _record(self, answer_id: str) -> AnswerRecord | None:
+        raw = self.store.get_cached(self.name, ANSWER_KIND, answer_id)
+        return AnswerRecord.from_json(raw) if raw else None
+
+    def recorded(self, answer_id: str) -> RecordedAnswer:
+        """A recorded answer with its passages as stored now, in their original order.
+
+        Raises :class:`NotFoundError` (kind ``answer``) when this library has no such answer:
+        another library's id, or its article was changed or forgotten since.
+        """
+        self._check()
+        record = self._record(answer_id)
+        gone = NotFoundError(
+            f"Answer {answer_id} is not in library {self.name!r} (its article was changed or removed).",
+            kind="answer",
+            ref=answer_id,
+            library=self.name,
+        )
+        if record is None:
+            raise gone
+        passages = {p.id: p for p in self.store.passages(self.name, list(record.passage_ids))}
+        infos = self.store.article_infos(
+            self.name, list(dict.fromkeys(p.article_id for p in passages.values()))
+        )
+        hits: list[Hit] = []
+        for rank, (pid, score) in enumerate(zip(record.passage_ids, record.scores, strict=True), start=1):
+            passage = passages.get(pid)
+            info = infos.get(passage.article_id) if passage is not None else None
+            if passage is not None and info is not None:
+                hits.append(Hit(passage=passage, article=info, score=score, rank=rank))
+        if not hits or hits[0].passage.id != record.passage_ids[0]:
+            raise gone
+        return RecordedAnswer(answer_id, record, tuple(hits))
+
+    def vote(self, answer_id: str, voter: str, up: bool, context: dict[str, str] | None = None) -> bool:
+        """Store a 👍/👎 on a recorded answer with its question; False if ``voter`` already voted on it.
+
+        Counted once per voter and answer, across threads and processes. ``context`` is kept
+        with the vote (e.g. the server it came from). Raises :class:`NotFoundError` when the
+        answer is gone (see :meth:`recorded`).
+        """
+        answer = self.recorded(answer_id)
+        record, best = answer.record, answer.best
+        if not self.store.claim_cached(
+            self.name, VOTE_KIND, f"{answer_id}:{voter}", record.article_id, "1" if up else "-1"
+        ):
+            return False
+        self.store.add_feedback(
+            self.name,
+            Feedback(
+                question=record.question,
+                answer_passage_id=record.passage_ids[0],
+                article_id=record.article_id,
+                vote=1 if up else -1,
+                user=voter,
+                extra={
+                    **(context or {}),
+                    "answer_id": answer_id,
+                    "sentence": record.sentence or "",
+                    "title": best.article.title,
+                    "paragraph": str(best.passage.paragraph),
+                },
+            ),
+        )
+        return True
 
     def summarize(self, ref: str, sentences: int = 3) -> Summary:
         """An extractive summary of one article (by id or title), cached until the article changes."""

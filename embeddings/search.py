@@ -76,7 +76,8 @@ class Candidate:
 
     ``features`` maps each name in :data:`FEATURES` to its value (stage-2 features only for
     reranked candidates). ``highlight`` is the best sentence's ``(start, end)`` in the article
-    text, chosen by cosine plus term coverage.
+    text, chosen by cosine plus term coverage. ``passage`` is the passage itself, read with its
+    evidence, so that nothing reads it again.
     """
 
     passage_id: int
@@ -84,6 +85,7 @@ class Candidate:
     features: dict[str, float]
     highlight: tuple[int, int] | None
     reranked: bool = False
+    passage: Passage | None = None
 
 
 @dataclass(slots=True)
@@ -151,7 +153,8 @@ class Retriever:
 
     def embed_query(self, question: str) -> NDArray[np.float32]:
         """The normalised query vector."""
-        return self.encoder.encode([question], kind="query")[0]
+        vector: NDArray[np.float32] = self.encoder.encode([question], kind="query")[0]
+        return vector
 
     def candidates(
         self,
@@ -174,31 +177,31 @@ class Retriever:
         clock.lap("bm25")
         ids = list(lexical)
         seen = set(ids)
-        for pid, _ in self.store.dense_search(library, q, cfg.candidates, article_ids):
+        by_passage, by_sentence = self.store.nearest(library, q, cfg.candidates, article_ids)
+        for pid, _ in (*by_passage, *by_sentence):
             if pid not in seen:
                 ids.append(pid)
                 seen.add(pid)
         clock.lap("dense")
-        for pid, _ in self.store.sentence_search(library, q, cfg.candidates, article_ids):
-            if pid not in seen:
-                ids.append(pid)
-                seen.add(pid)
-        clock.lap("sentences")
         if not ids:
             return []
-        dense = self.store.vectors(library, ids) @ q
-        sentences: dict[int, list[_Sentence]] = {}
-        for row in self.store.sentences(library, ids):
-            sentences.setdefault(row.passage_id, []).append(
-                _Sentence(row.start, row.end, float(row.vector @ q))
-            )
+        # Passages, their vectors and their sentences in one read; a passage removed by a
+        # concurrent write is simply no longer a candidate.
+        found = self.store.evidence(library, ids)
+        if not found:
+            return []
+        dense = np.stack([e.vector for e in found]) @ q
+        sentences: dict[int, list[_Sentence]] = {
+            e.passage.id: [_Sentence(r.start, r.end, float(r.vector @ q)) for r in e.sentences] for e in found
+        }
         idf, coverage = evidence.idf, evidence.coverage
         top_lexical = max(lexical.values(), default=0.0) or 1.0
         clock.lap("evidence")
 
         stage1: list[Candidate] = []
-        for pid, d in zip(ids, dense, strict=True):
-            sents = sentences.get(pid, [])
+        for e, d in zip(found, dense, strict=True):
+            pid = e.passage.id
+            sents = sentences[pid]
             features = {
                 "lexical_norm": evidence.scores.get(pid, 0.0) / top_lexical,
                 "dense": float(d),
@@ -206,15 +209,14 @@ class Retriever:
                 "coverage": coverage.get(pid, 0.0),
             }
             score = _dot(cfg.stage1_weights, STAGE1_FEATURES, features)
-            stage1.append(Candidate(pid, score, features, None))
+            stage1.append(Candidate(pid, score, features, None, passage=e.passage))
         stage1.sort(key=lambda c: (-c.score, c.passage_id))
-        head = self._rerank(library, terms, idf, stage1[: cfg.rerank], sentences, question)
+        head = self._rerank(terms, idf, stage1[: cfg.rerank], sentences, question)
         clock.lap("rerank")
         return head + stage1[cfg.rerank :]
 
     def _rerank(
         self,
-        library: str,
         terms: Sequence[str],
         idf: dict[str, float],
         head: Sequence[Candidate],
@@ -226,10 +228,9 @@ class Retriever:
         total = sum(idf.values()) or 1.0
         wanted = set(terms)
         q_bigrams = _bigrams(terms)
-        texts = {p.id: p for p in self.store.passages(library, [c.passage_id for c in head])}
         out: list[Candidate] = []
         for c in head:
-            passage = texts.get(c.passage_id)
+            passage = c.passage
             if passage is None:
                 continue
             best_cov = 0.0
@@ -251,18 +252,18 @@ class Retriever:
                 "bigram_coverage": len(q_bigrams & _bigrams(p_terms)) / len(q_bigrams) if q_bigrams else 0.0,
             }
             out.append(
-                Candidate(c.passage_id, _dot(cfg.weights, FEATURES, features), features, highlight, True)
+                Candidate(
+                    c.passage_id, _dot(cfg.weights, FEATURES, features), features, highlight, True, passage
+                )
             )
         out.sort(key=lambda c: (-c.score, c.passage_id))
         if self.reranker is not None and out:
-            out = self._cross_encode(question, out, texts)
+            out = self._cross_encode(question, out)
         return out
 
-    def _cross_encode(
-        self, question: str, head: list[Candidate], texts: dict[int, Passage]
-    ) -> list[Candidate]:
+    def _cross_encode(self, question: str, head: list[Candidate]) -> list[Candidate]:
         """Reorder by the reranker's score (ties keep the linear order)."""
         assert self.reranker is not None
-        scores = self.reranker.score(question, [texts[c.passage_id].text for c in head])
+        scores = self.reranker.score(question, [c.passage.text for c in head if c.passage is not None])
         ranked = sorted(zip(scores, range(len(head)), head, strict=True), key=lambda t: (-t[0], t[1]))
         return [replace(c, features={**c.features, "reranker": float(s)}) for s, _, c in ranked]

@@ -125,7 +125,8 @@ def directed_centrality(sims: NDArray[np.float32], threshold: float, backward: f
     np.fill_diagonal(edges, 0.0)
     later = np.triu(edges, 1).sum(axis=1)
     earlier = np.tril(edges, -1).sum(axis=1)
-    return later + backward * earlier
+    scores: NDArray[np.float64] = later + backward * earlier
+    return scores
 
 
 def position_prior(n: int, scale: float) -> NDArray[np.float64]:
@@ -157,7 +158,10 @@ def sentence_scores(
     others = sims.astype(np.float64)
     np.fill_diagonal(others, -1.0)
     support = np.clip(others.max(axis=1), 0.0, 1.0)
-    return central + config.position_weight * support * position_prior(n, config.position_scale)
+    scores: NDArray[np.float64] = central + config.position_weight * support * position_prior(
+        n, config.position_scale
+    )
+    return scores
 
 
 def select(

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bot import render
-from bot.client import EMPTY_LIBRARY
 from bot.config import Settings
+from bot.wording import EMPTY_LIBRARY
 from embeddings import Document, HashEncoder, Library, LocalStore
 
 from .bot_fakes import GUILD_A, GUILD_B, GUILD_EMPTY, SEED_TITLE, FakeDiscord, running_bot

@@ -9,8 +9,8 @@ from typing import Any
 from discord import app_commands
 
 from bot import render
-from bot.client import EMPTY_LIBRARY
-from bot.cogs.ask import GONE
+from bot.wording import ANSWER_GONE as GONE
+from bot.wording import EMPTY_LIBRARY
 from embeddings import Library
 
 from .bot_fakes import (

@@ -163,7 +163,7 @@ async def test_button_errors_are_answered_too(
     def boom(*args: object) -> None:
         raise KeyError("lost")
 
-    monkeypatch.setattr(ask_cog, "record_hits", boom)
+    monkeypatch.setattr(ask_cog, "recorded", boom)
     discord_bot.recorder.clear()
     with caplog.at_level(logging.ERROR, logger="bot.client"):
         await discord_bot.click(answer, answer.custom_ids[1], user_id=ADMIN_ID)
@@ -174,7 +174,13 @@ async def test_button_errors_are_answered_too(
 
 async def test_operator_problems_are_logged_but_not_shown(discord_bot: FakeDiscord, monkeypatch, caplog):
     def damaged(self: Library, question: str, **kw: object) -> None:
-        raise CorruptIndexError("vectors.3.npy does not match the database (at /srv/citebot/data)")
+        raise CorruptIndexError(
+            self.name,
+            "passage vectors",
+            "do not match the database",
+            rebuildable=True,
+            location="/srv/citebot/data/vectors.3.npy",
+        )
 
     monkeypatch.setattr(Library, "ask", damaged)
     with caplog.at_level(logging.ERROR, logger="bot.client"):

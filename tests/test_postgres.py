@@ -19,13 +19,24 @@ import psycopg
 import pytest
 
 from bot.cli import EXIT_ERROR, EXIT_OK, main
+from bot.wording import for_cli
 from embeddings import Feedback, HashEncoder, Library, LocalStore
-from embeddings.errors import IndexMismatchError, IndexStateError, InputError, StoreUnavailableError
+from embeddings.errors import CopyConflictError, IndexStateError, StoreUnavailableError
 from embeddings.store.postgres import Migration, PostgresStore, load_migrations
 from embeddings.store.transfer import copy_library
 
 from .conftest import ROOT
-from .test_store_contract import CATS, DOCS, DOGS, QUESTIONS, assert_exports_equal, doc, hit_keys
+from .test_store_contract import (
+    CATS,
+    DOCS,
+    DOGS,
+    QUESTIONS,
+    assert_exports_equal,
+    doc,
+    hit_keys,
+    stats,
+    vectors,
+)
 
 
 @pytest.fixture
@@ -115,6 +126,7 @@ _INGEST = textwrap.dedent(
     sys.path.insert(0, {root!r})
     from embeddings import Document, HashEncoder, Library
     from embeddings.articles import assemble
+    from embeddings import Ingester
     from embeddings.store.postgres import PostgresStore
 
     docs = []
@@ -127,8 +139,9 @@ _INGEST = textwrap.dedent(
     if {raw}:
         # Straight to the store, one article per transaction, without the writer lock.
         lib = Library(store, HashEncoder(dim=64, max_tokens=48), "lib")
+        ingester = Ingester(store, lib.encoder, "lib", lib.spec, lib.chunk, lib.analyzer)
         for d in docs:
-            w = lib._embed([lib._prepare(d, "id-" + d.key, "hash-" + d.key)], None)
+            w = ingester.embed([ingester.prepare(d, "id-" + d.key, "hash-" + d.key)], None)
             store.write("lib", w)
     else:
         lib = Library(store, HashEncoder(dim=64, max_tokens=48), "lib", write_timeout=120)
@@ -175,7 +188,7 @@ def test_two_processes_ingesting_at_once_neither_duplicate_nor_lose(pg_dsn: str,
     store = PostgresStore(pg_dsn)
     infos = store.list_articles("lib")
     assert sorted(a.key for a in infos) == sorted(f"k{i}" for i in range(30))
-    assert store.lexical_stats("lib", [])[0] == sum(a.passage_count for a in infos) == 60
+    assert stats(store, "lib", [])[0] == sum(a.passage_count for a in infos) == 60
     check_integrity(store, "lib")
     store.close()
 
@@ -225,12 +238,12 @@ def test_connection_dropped_mid_query_is_retried_once(pg: PostgresStore, enc: Ha
     lib = Library(pg, enc, "lib")
     lib.ingest(DOCS)
     q = enc.encode(["cats sleep"])[0]
-    expected = pg.dense_search("lib", q, 3)
+    expected = pg.nearest("lib", q, 3)[0]
     blocker = psycopg.connect(pg_dsn, autocommit=True)
     blocker.execute("BEGIN")
     blocker.execute("LOCK TABLE passages IN ACCESS EXCLUSIVE MODE")  # the search waits here...
     killer = _terminate_when_waiting(pg_dsn, 1, blocker)  # ...and its backend is terminated
-    assert pg.dense_search("lib", q, 3) == expected  # the retry on a new connection answers
+    assert pg.nearest("lib", q, 3)[0] == expected  # the retry on a new connection answers
     killer.join()
     blocker.close()
 
@@ -246,18 +259,18 @@ def test_connection_dropped_twice_gives_a_clear_error(pg: PostgresStore, enc: Ha
         lib.search("cats sleep", k=3)
     killer.join()
     blocker.close()
-    message = str(err.value)
+    message = for_cli(err.value)
+    assert err.value.outage == "lost"
     assert "Lost the connection to the PostgreSQL database again after a retry" in message
     assert "Check that the server is up" in message and "password" not in message
     assert lib.search("cats sleep", k=1)[0].article.title == "All about cats"  # and it recovers
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path: Path):
-    with pytest.raises(
-        StoreUnavailableError, match=r"Cannot connect to the PostgreSQL database.*DATABASE_URL"
-    ) as err:
+    with pytest.raises(StoreUnavailableError, match=r"Cannot connect to the PostgreSQL database") as err:
         PostgresStore(f"postgresql://nobody:secret@/none?host={tmp_path}&connect_timeout=1")
-    assert "secret" not in str(err.value)
+    assert err.value.outage == "unreachable" and "DATABASE_URL" in for_cli(err.value)
+    assert "secret" not in for_cli(err.value)
 
 
 # ---------------------------------------------------------------------- schema migrations
@@ -382,17 +395,19 @@ def test_migrate_refuses_to_drop_target_articles_unless_replace(tmp_path: Path, 
     local = _filled_local(tmp_path / "a", enc)
     Library(pg, enc, "lib").ingest([doc("only-here", "Only in PostgreSQL", "Penguins waddle.")])
     with pytest.raises(
-        InputError, match=r"1 article\(s\) that the source lacks.*Only in PostgreSQL.*--replace"
-    ):
+        CopyConflictError, match=r"1 article\(s\) that the source lacks.*Only in PostgreSQL"
+    ) as err:
         copy_library(local, pg, "lib")
+    assert err.value.extra_count == 1 and "--replace" in for_cli(err.value)
     report = copy_library(local, pg, "lib", replace=True)
     assert report.removed == 1
     assert_exports_equal(list(local.export("lib")), list(pg.export("lib")))
     other = Library(pg, HashEncoder(dim=32, max_tokens=48), "other")
     other.ingest([DOGS])
     Library(local, enc, "other").ingest([CATS])
-    with pytest.raises(IndexMismatchError, match=r"other settings.*--replace"):
+    with pytest.raises(CopyConflictError, match=r"other settings") as err:
         copy_library(local, pg, "other")
+    assert err.value.differences and "--replace" in for_cli(err.value)
 
 
 def test_cli_migrate_both_ways(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_dsn: str, enc):
@@ -443,7 +458,7 @@ def test_vectors_round_trip_exactly(pg: PostgresStore, enc: HashEncoder):
     lib = Library(pg, enc, "lib")
     lib.ingest([CATS])
     ids = [p.id for p in pg.article_passages("lib", lib.articles()[0].id)]
-    stored = pg.vectors("lib", ids)
+    stored = vectors(pg, "lib", ids)
     assert stored.dtype == np.float32 and stored.flags.c_contiguous
     np.testing.assert_array_equal(stored, enc.encode([p.text for p in pg.passages("lib", ids)]))
 

@@ -93,7 +93,7 @@ def test_search_restricted_to_one_article(small: Library):
 def test_timings_by_stage(small: Library):
     timings: dict[str, float] = {}
     small.ask("What is a volcano?", timings=timings)
-    assert {"embed", "bm25", "dense", "sentences", "evidence", "rerank", "hits"} <= set(timings)
+    assert {"embed", "bm25", "dense", "evidence", "rerank", "hits"} <= set(timings)
     assert all(v >= 0 for v in timings.values())
 
 

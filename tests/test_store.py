@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.wording import for_cli
 from embeddings import (
     ChunkSpec,
     CorruptIndexError,
     Document,
+    EmptyLibraryError,
     HashEncoder,
     IndexMismatchError,
     Library,
@@ -52,7 +54,7 @@ def integrity(store: LocalStore, library: str) -> None:
         assert len(passages) == info.passage_count
         assert [p.ordinal for p in passages] == list(range(info.passage_count))
         total += len(passages)
-        store.vectors(library, [p.id for p in passages])
+        assert len(store.evidence(library, [p.id for p in passages])) == len(passages)
     assert store._matrix(library).vectors.shape[0] == total
 
 
@@ -115,8 +117,10 @@ def test_libraries_are_isolated(store: LocalStore, hash_encoder: HashEncoder):
 
 
 def test_missing_library_says_how_to_fill_it(hash_library: Library):
-    with pytest.raises(NotFoundError, match="citebot ingest"):
+    with pytest.raises(EmptyLibraryError) as err:
         hash_library.ask("anything?")
+    assert err.value.library == "test"
+    assert for_cli(err.value).endswith("Add articles with `citebot ingest PATH --library test`.")
 
 
 def test_invalid_library_name_is_refused(store: LocalStore, hash_encoder: HashEncoder):
@@ -130,7 +134,7 @@ def test_other_model_refuses_to_load_and_rebuild_fixes_it(store: LocalStore):
     with pytest.raises(IndexMismatchError) as err:
         other.ask("cats?")
     assert "hash-64" in str(err.value) and "hash-32" in str(err.value)
-    assert "citebot rebuild --library lib" in str(err.value)
+    assert "citebot rebuild --library lib" in for_cli(err.value)
     report = other.rebuild()
     assert len(report.results) == 2
     assert other.search("dogs bark", k=1)[0].article.title == "All about dogs"
@@ -158,8 +162,10 @@ def test_corrupt_vectors_file_is_detected_and_rebuild_repairs_it(tmp_path: Path,
     path.write_bytes(bytes(data))
     fresh = LocalStore(tmp_path)
     lib = Library(fresh, hash_encoder, "lib")
-    with pytest.raises(CorruptIndexError, match=r"checksum.*citebot rebuild"):
+    with pytest.raises(CorruptIndexError, match=r"checksum") as err:
         lib.ask("cats?")
+    assert err.value.part == "passage vectors" and err.value.rebuildable
+    assert "citebot rebuild --library lib" in for_cli(err.value)
     lib.rebuild()
     assert lib.search("dogs bark", k=1)[0].article.title == "All about dogs"
 
@@ -191,15 +197,18 @@ def test_corrupt_database_is_detected(tmp_path: Path, hash_encoder: HashEncoder)
     for extra in db.parent.glob("index.sqlite3-*"):
         extra.unlink()
     db.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(CorruptIndexError, match="damaged"):
+    with pytest.raises(CorruptIndexError, match="damaged") as err:
         Library(LocalStore(tmp_path), hash_encoder, "lib").articles()
+    # The database holds the texts: a rebuild cannot help, so nobody is told to run one.
+    assert err.value.part == "database" and not err.value.rebuildable
+    assert "rebuild" not in for_cli(err.value) and "ingest the articles again" in for_cli(err.value)
 
 
 def test_dense_search_breaks_ties_by_passage_order(store: LocalStore, hash_encoder: HashEncoder):
     lib = Library(store, hash_encoder, "lib")
     lib.ingest([doc("a", "A", "same words here."), doc("b", "B", "same words here!")])
     # Same text in both: vectors identical, so the earlier passage must win.
-    ids = [pid for pid, _ in store.dense_search("lib", hash_encoder.encode(["same words"])[0], 2)]
+    ids = [pid for pid, _ in store.nearest("lib", hash_encoder.encode(["same words"])[0], 2)[0]]
     assert ids == sorted(ids)
 
 
@@ -320,7 +329,7 @@ def test_second_writer_gets_a_clear_message(tmp_path: Path, hash_encoder: HashEn
             lib.ingest([CATS])
         message = str(err.value)
         assert "another citebot process" in message and f"pid {proc.pid}" in message
-        assert "Wait for it to finish" in message
+        assert "Wait for it to finish" in for_cli(err.value)
     finally:
         proc.kill()
         proc.wait()

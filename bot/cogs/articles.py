@@ -70,7 +70,7 @@ class PageButton(
         """Rebuild from a clicked button (also after a restart)."""
         return cls(int(match["page"]), match["dir"])
 
-    async def callback(self, interaction: discord.Interaction[Citebot]) -> None:  # type: ignore[override]
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
         """Show the page this button leads to, in place."""
         try:
             await interaction.response.defer()  # an update of the message that holds the button
@@ -123,7 +123,10 @@ class Articles(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         infos = await self.bot.in_library(interaction.guild_id, Library.articles)
         embed, view = articles_page(infos, 0, self.bot.libraries.label(interaction.guild_id))
-        await interaction.followup.send(embed=embed, ephemeral=True, **({"view": view} if view else {}))
+        if view is None:
+            await interaction.followup.send(embed=embed, ephemeral=True)
+        else:
+            await interaction.followup.send(embed=embed, ephemeral=True, view=view)
 
     @app_commands.command(name="summary")
     @app_commands.describe(

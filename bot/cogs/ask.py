@@ -1,200 +1,40 @@
 """Asking: /ask, the "Ask citebot" message menu, mentions, reply follow-ups, and answer buttons.
 
-Each answer gets an id (the snowflake of the interaction or message that asked). What its
-buttons need (the question, the passages that matched, the highlight) is kept in the library's
-cache under that id, and the buttons' custom ids carry only the id, so they keep working after
-a restart. A button reads the library of the server it is clicked in, so an id from another
-server finds nothing.
+Each answer gets an id (the snowflake of the interaction or message that asked). The core
+records what its buttons need under that id (:meth:`embeddings.Library.recorded`), and the
+buttons' custom ids carry only the id, so they keep working after a restart. A button reads the
+library of the server it is clicked in, so an id from another server finds nothing. Follow-ups
+and votes are the core's rules too (:meth:`~embeddings.Library.follow_up`,
+:meth:`~embeddings.Library.vote`): this cog only parses, calls and renders.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import threading
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from embeddings import Answer, Feedback, Hit, Library, clean_question
+from embeddings import Answer, Library, RecordedAnswer, clean_question
 
 from .. import render
 from ..client import Citebot, UserError, cooldown_check, explain, report_error
 
 log = logging.getLogger(__name__)
 
-ANSWER_KIND = "answer"
-"""Store cache kind of answer records."""
-VOTE_KIND = "vote"
-"""Store cache kind of "this user already voted on this answer" markers."""
 OTHER_SOURCES = 3
-GONE = (
-    "That answer is no longer available: its article was changed or removed from the library. "
-    "Ask again to get a fresh one."
-)
 _ANSWER_ID = re.compile(r"^citebot:(?:full|more|vote):(\d{1,20})(?::|$)")
-_vote_lock = threading.Lock()  # check-then-write of a vote, across worker threads
-
-
-# ---------------------------------------------------------------------- answer records
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerRecord:
-    """What an answer's buttons need, stored as JSON in the library's cache."""
-
-    question: str
-    article_id: str
-    passage_ids: tuple[int, ...]
-    scores: tuple[float, ...]
-    highlight: tuple[int, int] | None
-    sentence: str | None
-    confidence: float
-
-    @classmethod
-    def of(cls, answer: Answer) -> AnswerRecord:
-        """The record of an answered question."""
-        assert answer.best is not None
-        return cls(
-            question=answer.question,
-            article_id=answer.best.article.id,
-            passage_ids=tuple(h.passage.id for h in answer.hits),
-            scores=tuple(round(h.score, 6) for h in answer.hits),
-            highlight=answer.highlight,
-            sentence=answer.sentence,
-            confidence=answer.confidence,
-        )
-
-    def to_json(self) -> str:
-        """Compact JSON."""
-        return json.dumps(
-            {
-                "q": self.question,
-                "a": self.article_id,
-                "p": list(self.passage_ids),
-                "s": list(self.scores),
-                "h": list(self.highlight) if self.highlight else None,
-                "t": self.sentence,
-                "c": self.confidence,
-            },
-            ensure_ascii=False,
-        )
-
-    @classmethod
-    def from_json(cls, raw: str) -> AnswerRecord:
-        """Parse :meth:`to_json` output."""
-        d = json.loads(raw)
-        return cls(
-            question=d["q"],
-            article_id=d["a"],
-            passage_ids=tuple(d["p"]),
-            scores=tuple(d["s"]),
-            highlight=tuple(d["h"]) if d["h"] else None,  # type: ignore[arg-type]
-            sentence=d["t"],
-            confidence=d["c"],
-        )
-
-
-# These run in worker threads (Citebot.in_library): they block on the model and the store.
-
-
-def ask_and_record(
-    library: Library, question: str, answer_id: int, previous_id: int | None = None
-) -> tuple[Answer, str | None]:
-    """Answer ``question``; a follow-up (``previous_id``) first searches the previous answer's article.
-
-    Returns the answer and a note for the user (or None). An answered question is recorded
-    under ``answer_id`` for its buttons.
-    """
-    note = None
-    answer = None
-    previous = load_record(library, previous_id) if previous_id is not None else None
-    if previous is not None:
-        within = library.ask(question, article_ids=[previous.article_id])
-        if within.answered:
-            answer = within
-            note = "Follow-up: searched the article of the previous answer."
-        else:
-            note = "Follow-up: the previous answer's article doesn't cover this, so I searched the whole library."
-    if answer is None:
-        answer = library.ask(question)
-    if answer.best is not None:
-        library.store.put_cached(
-            library.name,
-            ANSWER_KIND,
-            str(answer_id),
-            answer.best.article.id,
-            AnswerRecord.of(answer).to_json(),
-        )
-    return answer, note
-
-
-def load_record(library: Library, answer_id: int) -> AnswerRecord | None:
-    """The stored record of an answer in this library, or None."""
-    raw = library.store.get_cached(library.name, ANSWER_KIND, str(answer_id))
-    return AnswerRecord.from_json(raw) if raw else None
-
-
-def record_hits(library: Library, answer_id: int) -> tuple[AnswerRecord, list[Hit]]:
-    """An answer's record and its passages as hits, in their original order.
-
-    Raises :class:`UserError` when the answer is unknown in this library (another server's
-    answer, or its article was changed or removed).
-    """
-    record = load_record(library, answer_id)
-    if record is None:
-        raise UserError(GONE)
-    passages = {p.id: p for p in library.store.passages(library.name, list(record.passage_ids))}
-    hits: list[Hit] = []
-    infos: dict[str, Any] = {}
-    for rank, (pid, score) in enumerate(zip(record.passage_ids, record.scores, strict=True), start=1):
-        passage = passages.get(pid)
-        if passage is None:
-            continue
-        if passage.article_id not in infos:
-            article = library.store.get_article(library.name, passage.article_id)
-            infos[passage.article_id] = article.info if article else None
-        info = infos[passage.article_id]
-        if info is not None:
-            hits.append(Hit(passage=passage, article=info, score=score, rank=rank))
-    if not hits or hits[0].passage.id != record.passage_ids[0]:
-        raise UserError(GONE)
-    return record, hits
-
-
-def record_vote(library: Library, answer_id: int, user_id: int, vote: int, guild_id: int | None) -> bool:
-    """Store a 👍/👎 with the question and answer; False if this user already voted on it."""
-    record, hits = record_hits(library, answer_id)
-    key = f"{answer_id}:{user_id}"
-    with _vote_lock:
-        if library.store.get_cached(library.name, VOTE_KIND, key) is not None:
-            return False
-        library.store.add_feedback(
-            library.name,
-            Feedback(
-                question=record.question,
-                answer_passage_id=record.passage_ids[0],
-                article_id=record.article_id,
-                vote=vote,
-                user=str(user_id),
-                extra={
-                    "answer_id": str(answer_id),
-                    "sentence": record.sentence or "",
-                    "title": hits[0].article.title,
-                    "paragraph": str(hits[0].passage.paragraph),
-                    "guild": str(guild_id or ""),
-                },
-            ),
-        )
-        library.store.put_cached(library.name, VOTE_KIND, key, record.article_id, str(vote))
-    return True
 
 
 # ---------------------------------------------------------------------- buttons
+
+
+def recorded(library: Library, answer_id: int) -> RecordedAnswer:
+    """The recorded answer behind a button (runs in a worker thread)."""
+    return library.recorded(str(answer_id))
 
 
 class _Answers:
@@ -211,7 +51,8 @@ class _Answers:
     EMOJI = ""
 
     def __init__(self, answer_id: int) -> None:
-        super().__init__(  # type: ignore[call-arg]
+        # A mixin: the next class in the MRO is discord.ui.DynamicItem, which takes the button.
+        cast(Any, super()).__init__(
             discord.ui.Button(
                 label=self.LABEL,
                 emoji=self.EMOJI,
@@ -228,13 +69,15 @@ class _Answers:
         """Rebuild from a clicked button (also after a restart)."""
         return cls(int(match["id"]))
 
-    async def callback(self, interaction: discord.Interaction[Citebot]) -> None:  # type: ignore[override]
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        """Run the click; any error goes to the one error handler."""
         try:
             await self.clicked(interaction)
         except Exception as exc:
             await report_error(interaction, exc)
 
-    async def clicked(self, interaction: discord.Interaction[Citebot]) -> None:
+    async def clicked(self, interaction: discord.Interaction[Any]) -> None:
+        """What the button does."""
         raise NotImplementedError
 
 
@@ -245,11 +88,13 @@ class FullPassageButton(
 
     ACTION, LABEL, EMOJI = "full", "Full passage", "📄"
 
-    async def clicked(self, interaction: discord.Interaction[Citebot]) -> None:
+    async def clicked(self, interaction: discord.Interaction[Any]) -> None:
         """Reply with the passage, ephemerally."""
         await interaction.response.defer(ephemeral=True, thinking=True)
-        record, hits = await interaction.client.in_library(interaction.guild_id, record_hits, self.answer_id)
-        await interaction.followup.send(embed=render.passage_embed(hits[0], record.highlight), ephemeral=True)
+        answer = await interaction.client.in_library(interaction.guild_id, recorded, self.answer_id)
+        await interaction.followup.send(
+            embed=render.passage_embed(answer.best, answer.record.highlight), ephemeral=True
+        )
 
 
 class OtherSourcesButton(
@@ -259,12 +104,12 @@ class OtherSourcesButton(
 
     ACTION, LABEL, EMOJI = "more", "Other sources", "📚"
 
-    async def clicked(self, interaction: discord.Interaction[Citebot]) -> None:
+    async def clicked(self, interaction: discord.Interaction[Any]) -> None:
         """Reply with up to three more passages, ephemerally."""
         await interaction.response.defer(ephemeral=True, thinking=True)
-        _, hits = await interaction.client.in_library(interaction.guild_id, record_hits, self.answer_id)
+        answer = await interaction.client.in_library(interaction.guild_id, recorded, self.answer_id)
         await interaction.followup.send(
-            embed=render.sources_embed(hits[1 : 1 + OTHER_SOURCES]), ephemeral=True
+            embed=render.sources_embed(list(answer.hits[1 : 1 + OTHER_SOURCES])), ephemeral=True
         )
 
 
@@ -275,7 +120,7 @@ class VoteButton(
 ):
     """👍 or 👎: stored with the question and the answer (see ``citebot feedback``)."""
 
-    def __init__(self, answer_id: int, up: bool) -> None:  # type: ignore[override]
+    def __init__(self, answer_id: int, up: bool) -> None:
         discord.ui.DynamicItem.__init__(
             self,
             discord.ui.Button(
@@ -294,16 +139,16 @@ class VoteButton(
         """Rebuild from a clicked button."""
         return cls(int(match["id"]), match["vote"] == "up")
 
-    async def clicked(self, interaction: discord.Interaction[Citebot]) -> None:
+    async def clicked(self, interaction: discord.Interaction[Any]) -> None:
         """Store the vote once per user and answer; thank the user privately."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         stored = await interaction.client.in_library(
             interaction.guild_id,
-            record_vote,
-            self.answer_id,
-            interaction.user.id,
-            1 if self.up else -1,
-            interaction.guild_id,
+            Library.vote,
+            str(self.answer_id),
+            str(interaction.user.id),
+            self.up,
+            {"guild": str(interaction.guild_id or "")},
         )
         if stored:
             text = f"Thanks! Your {'👍' if self.up else '👎'} is noted; it helps improve the answers."
@@ -325,11 +170,11 @@ def answer_view(answer_id: int) -> discord.ui.View:
     return view
 
 
-def answer_message(answer: Answer, answer_id: int, note: str | None = None) -> dict[str, Any]:
+def answer_message(answer: Answer, answer_id: int) -> dict[str, Any]:
     """Keyword arguments of the message that carries an answer (or the refusal)."""
     if answer.best is None:
-        return {"content": render.not_found_text(answer, note=note)}
-    return {"embed": render.answer_embed(answer, note=note), "view": answer_view(answer_id)}
+        return {"content": render.not_found_text(answer)}
+    return {"embed": render.answer_embed(answer), "view": answer_view(answer_id)}
 
 
 def answer_id_in(message: discord.Message) -> int | None:
@@ -365,10 +210,10 @@ class Ask(commands.Cog):
 
     async def _answer(self, interaction: discord.Interaction[Citebot], question: str, public: bool) -> None:
         await interaction.response.defer(thinking=True, ephemeral=not public)
-        answer, note = await self.bot.in_library(
-            interaction.guild_id, ask_and_record, question, interaction.id
+        answer = await self.bot.in_library(
+            interaction.guild_id, Library.follow_up, question, None, record_as=str(interaction.id)
         )
-        await interaction.followup.send(**answer_message(answer, interaction.id, note), ephemeral=not public)
+        await interaction.followup.send(**answer_message(answer, interaction.id), ephemeral=not public)
 
     @app_commands.command(name="ask")
     @app_commands.describe(
@@ -431,8 +276,9 @@ class Ask(commands.Cog):
             return  # an owner's text command such as "@citebot sync"
         try:
             if not question or question.lower() in ("help", "?"):
+                me_name = self.bot.user.name if self.bot.user else "citebot"
                 await message.reply(
-                    embed=render.help_embed(self.bot.command_summaries(), bot_name=self.bot.user.name),  # type: ignore[union-attr]
+                    embed=render.help_embed(self.bot.command_summaries(), bot_name=me_name),
                     mention_author=False,
                 )
                 return
@@ -443,14 +289,14 @@ class Ask(commands.Cog):
                 return
             previous = await self._previous_answer(message)
             async with message.channel.typing():
-                answer, note = await self.bot.in_library(
+                answer = await self.bot.in_library(
                     message.guild.id if message.guild else None,
-                    ask_and_record,
+                    Library.follow_up,
                     question,
-                    message.id,
-                    previous,
+                    None if previous is None else str(previous),
+                    record_as=str(message.id),
                 )
-            await message.reply(**answer_message(answer, message.id, note), mention_author=False)
+            await message.reply(**answer_message(answer, message.id), mention_author=False)
         except Exception as exc:
             text, unexpected = explain(exc)
             if unexpected:

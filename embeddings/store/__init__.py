@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -96,6 +96,30 @@ class SentenceRow:
 
 
 @dataclass(frozen=True, slots=True)
+class PassageEvidence:
+    """A candidate passage with what scoring it needs: its vector and its sentences' vectors."""
+
+    passage: Passage
+    vector: NDArray[np.float32]
+    sentences: tuple[SentenceRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LexicalRows:
+    """What BM25 needs for one question, read in one call.
+
+    ``postings`` are ``(term, passage_id, term_frequency, passage_length)`` for the question's
+    terms, ordered by term (binary order) then passage id, so that BM25 adds each passage's terms
+    in the same order, to the same last bit, whichever store answers.
+    """
+
+    passage_count: int
+    mean_length: float
+    df: dict[str, int]
+    postings: list[tuple[str, int, int, int]]
+
+
+@dataclass(frozen=True, slots=True)
 class Feedback:
     """A 👍/👎 on an answer, kept with the question and what was answered."""
 
@@ -108,21 +132,21 @@ class Feedback:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def article_info(row: Sequence[object]) -> ArticleInfo:
+def article_info(row: Sequence[Any]) -> ArticleInfo:
     """An :class:`ArticleInfo` from a row of id, key, title, byline, date, url, source,
     content_hash, paragraph_count, passage_count, added_at (the order both stores select)."""
     aid, key, title, byline, date, url, source, chash, paragraphs, count, added = row
     return ArticleInfo(
         id=str(aid),
         title=str(title),
-        byline=byline,  # type: ignore[arg-type]
-        date=date,  # type: ignore[arg-type]
-        url=url,  # type: ignore[arg-type]
-        source=source,  # type: ignore[arg-type]
+        byline=byline,
+        date=date,
+        url=url,
+        source=source,
         key=str(key),
         content_hash=str(chash),
-        passage_count=int(count),  # type: ignore[call-overload]
-        paragraph_count=int(paragraphs),  # type: ignore[call-overload]
+        passage_count=int(count),
+        paragraph_count=int(paragraphs),
         added_at=str(added),
     )
 
@@ -158,10 +182,18 @@ class Store(Protocol):
     def get_article(self, library: str, article_id: str) -> Article | None:
         """An article with its text, or None."""
 
-    def find_article(
-        self, library: str, *, key: str | None = None, content_hash: str | None = None
-    ) -> ArticleInfo | None:
-        """The article with this key or content hash, or None."""
+    def find_articles(
+        self,
+        library: str,
+        *,
+        keys: Sequence[str] = (),
+        content_hashes: Sequence[str] = (),
+        ids: Sequence[str] = (),
+    ) -> list[ArticleInfo]:
+        """Every article whose key, content hash or id is among those given (one read for a batch)."""
+
+    def article_infos(self, library: str, ids: Sequence[str]) -> dict[str, ArticleInfo]:
+        """Metadata of articles by id, without their text (missing ids are left out)."""
 
     def passages(self, library: str, ids: Sequence[int]) -> list[Passage]:
         """Passages by id, in the order asked (missing ids are left out)."""
@@ -169,37 +201,31 @@ class Store(Protocol):
     def article_passages(self, library: str, article_id: str) -> list[Passage]:
         """An article's passages in order."""
 
-    def vectors(self, library: str, ids: Sequence[int]) -> NDArray[np.float32]:
-        """The stored vectors of passages ``ids``, in that order."""
-
-    def dense_search(
+    def nearest(
         self,
         library: str,
         query: NDArray[np.float32],
         k: int,
         article_ids: Sequence[str] | None = None,
-    ) -> list[tuple[int, float]]:
-        """Top ``k`` ``(passage_id, cosine)`` for a normalised query, best first."""
+    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """The dense candidates of a normalised query, in one call.
 
-    def sentence_search(
-        self,
-        library: str,
-        query: NDArray[np.float32],
-        k: int,
-        article_ids: Sequence[str] | None = None,
-    ) -> list[tuple[int, float]]:
-        """Top ``k`` ``(passage_id, best sentence cosine)``: passages ranked by their best sentence."""
+        Returns the top ``k`` ``(passage_id, cosine)`` by the passage vectors, and the top ``k``
+        ``(passage_id, best sentence cosine)`` by the sentence vectors; both best first, ties to
+        the earlier passage. ``article_ids`` limits both to those articles.
+        """
+
+    def evidence(self, library: str, ids: Sequence[int]) -> list[PassageEvidence]:
+        """Passages by id with their vectors and sentences, in the order asked (missing left out)."""
 
     def sentences(self, library: str, passage_ids: Sequence[int]) -> list[SentenceRow]:
         """The stored sentences of ``passage_ids``, grouped by passage in the order asked."""
 
-    def lexical_stats(self, library: str, terms: Sequence[str]) -> tuple[int, float, dict[str, int]]:
-        """``(passage_count, mean_passage_length, document_frequency_per_term)``."""
-
-    def postings(
+    def lexical(
         self, library: str, terms: Sequence[str], article_ids: Sequence[str] | None = None
-    ) -> Iterator[tuple[str, int, int, int]]:
-        """``(term, passage_id, term_frequency, passage_length)`` for every posting of ``terms``."""
+    ) -> LexicalRows:
+        """Passage count and mean analysed length of the library, document frequency of ``terms``,
+        and their postings (limited to ``article_ids`` when given; the statistics never are)."""
 
     def add_feedback(self, library: str, feedback: Feedback) -> None:
         """Record a vote on an answer."""
@@ -212,6 +238,13 @@ class Store(Protocol):
 
     def put_cached(self, library: str, kind: str, key: str, article_id: str, value: str) -> None:
         """Cache a value; it is dropped when ``article_id`` changes or is forgotten."""
+
+    def claim_cached(self, library: str, kind: str, key: str, article_id: str, value: str) -> bool:
+        """Cache a value only if ``key`` is new; True if this call stored it.
+
+        Atomic across processes and threads: of two concurrent claims exactly one wins (a vote is
+        counted once per user and answer however many shards see the click).
+        """
 
     def export(self, library: str, article_ids: Sequence[str] | None = None) -> Iterator[ArticleWrite]:
         """Stored articles (all, or ``article_ids``) as writes, oldest first, for copying a library.
@@ -235,6 +268,8 @@ __all__ = [
     "ArticleWrite",
     "Feedback",
     "IndexSpec",
+    "LexicalRows",
+    "PassageEvidence",
     "SentenceRow",
     "Store",
     "article_info",

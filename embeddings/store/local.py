@@ -28,16 +28,35 @@ import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from filelock import FileLock, Timeout
 from numpy.typing import NDArray
 
-from ..errors import CorruptIndexError, IndexMismatchError, LibraryBusyError, NotFoundError
+from ..errors import CorruptIndexError, EmptyLibraryError, IndexMismatchError, LibraryBusyError
 from ..types import Article, ArticleInfo, Passage
-from . import ArticleWrite, Feedback, IndexSpec, SentenceRow, article_info, check_library_name
+from . import (
+    ArticleWrite,
+    Feedback,
+    IndexSpec,
+    LexicalRows,
+    PassageEvidence,
+    SentenceRow,
+    article_info,
+    check_library_name,
+)
+from .common import (
+    PASSAGE_COLUMNS,
+    group_by_passage,
+    in_order,
+    info_columns,
+    infos_by_id,
+    now,
+    passage_from_row,
+    top_k,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +121,6 @@ CREATE TABLE IF NOT EXISTS cache (
 );
 """
 
-_REBUILD_HINT = "Run `citebot rebuild --library {name}` to re-embed it from the stored articles"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
 
 @dataclass(slots=True)
 class _Matrix:
@@ -139,6 +152,20 @@ _SETS = {
 }
 
 
+_PART: dict[str, Literal["passage vectors", "sentence vectors"]] = {
+    "passages": "passage vectors",
+    "sentences": "sentence vectors",
+}
+
+
+def _holder(owner_file: Path) -> str | None:
+    """Who holds a library's write lock, from the file the holder wrote (None if unknown)."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        info = json.loads(owner_file.read_text())
+        return f"pid {info['pid']} on {info['host']}, since {info['since']}"
+    return None
+
+
 class LocalStore:
     """Libraries in folders under ``root``; exact top-k search with numpy."""
 
@@ -165,10 +192,7 @@ class LocalStore:
             db = folder / "index.sqlite3"
             if not db.exists():
                 if not create:
-                    raise NotFoundError(
-                        f"Library {library!r} does not exist yet (no index at {folder}). "
-                        "Add articles with `citebot ingest PATH`."
-                    )
+                    raise EmptyLibraryError(library)
                 folder.mkdir(parents=True, exist_ok=True)
             try:
                 conn = sqlite3.connect(db, timeout=30, check_same_thread=False, isolation_level=None)
@@ -182,10 +206,13 @@ class LocalStore:
             return conn
 
     def _corrupt_db(self, library: str, exc: Exception) -> CorruptIndexError:
-        folder = self.library_dir(library)
+        # The database holds the article texts themselves: nothing is left to rebuild from.
         return CorruptIndexError(
-            f"The database of library {library!r} is damaged ({exc}). Move {folder} aside and "
-            f"ingest the articles again (`citebot ingest PATH --library {library}`)."
+            library,
+            "database",
+            f"is damaged ({exc})",
+            rebuildable=False,
+            location=str(self.library_dir(library)),
         )
 
     @contextlib.contextmanager
@@ -196,10 +223,7 @@ class LocalStore:
                 yield conn
             except sqlite3.DatabaseError as exc:
                 if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                    raise LibraryBusyError(
-                        f"Library {library!r} is busy (the database is locked by another process). "
-                        "Try again in a moment."
-                    ) from exc
+                    raise LibraryBusyError(library, locked_database=True) from exc
                 raise self._corrupt_db(library, exc) from exc
 
     def close(self) -> None:
@@ -233,13 +257,7 @@ class LocalStore:
         existing = self.spec(library)
         if existing is not None:
             if existing != spec:
-                raise IndexMismatchError(
-                    f"Library {library!r} was built with other settings ("
-                    + "; ".join(existing.differences(spec))
-                    + "). "
-                    + _REBUILD_HINT.format(name=library)
-                    + " with the current settings, or change the settings back."
-                )
+                raise IndexMismatchError(library, existing.differences(spec))
             return
         with self._db(library, create=True) as conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -275,27 +293,16 @@ class LocalStore:
         try:
             lock.acquire(timeout=timeout)
         except Timeout:
-            raise LibraryBusyError(self._busy_message(library, owner_file)) from None
+            raise LibraryBusyError(library, _holder(owner_file)) from None
         try:
             owner_file.write_text(
-                json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": _now()})
+                json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now()})
             )
             yield
         finally:
             with contextlib.suppress(OSError):
                 owner_file.unlink()
             lock.release()
-
-    @staticmethod
-    def _busy_message(library: str, owner_file: Path) -> str:
-        who = ""
-        with contextlib.suppress(OSError, ValueError):
-            info = json.loads(owner_file.read_text())
-            who = f" (pid {info['pid']} on {info['host']}, since {info['since']})"
-        return (
-            f"Library {library!r} is being changed by another citebot process{who}. "
-            "Wait for it to finish, then run this again."
-        )
 
     # ------------------------------------------------------------------ vectors on disk
 
@@ -340,9 +347,11 @@ class LocalStore:
                     time.sleep(0.05)
                     continue
                 raise CorruptIndexError(
-                    f"The vectors of library {library!r} are missing ({Path(str(exc.filename)).name}). "
-                    + _REBUILD_HINT.format(name=library)
-                    + "."
+                    library,
+                    "passage vectors",
+                    f"are missing ({Path(str(exc.filename)).name})",
+                    rebuildable=True,
+                    location=str(exc.filename),
                 ) from None
             matrix = _Matrix(
                 generation,
@@ -372,9 +381,7 @@ class LocalStore:
             raise
         except (ValueError, OSError, EOFError) as exc:
             raise CorruptIndexError(
-                f"The {which} vectors file of library {library!r} is damaged ({exc}). "
-                + _REBUILD_HINT.format(name=library)
-                + "."
+                library, _PART[which], f"file is damaged ({exc})", rebuildable=True, location=str(vec_path)
             ) from exc
         problem = None
         if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[1] != dim:
@@ -388,9 +395,11 @@ class LocalStore:
             problem = "its checksum does not match"
         if problem:
             raise CorruptIndexError(
-                f"The {which} vectors of library {library!r} do not match the database: {problem}. "
-                + _REBUILD_HINT.format(name=library)
-                + "."
+                library,
+                _PART[which],
+                f"do not match the database: {problem}",
+                rebuildable=True,
+                location=str(vec_path),
             )
         return vectors, ids
 
@@ -431,7 +440,7 @@ class LocalStore:
                 text=article.text,
                 paragraphs=article.paragraphs,
                 passages=passages,
-                vectors=self.vectors(library, pids),
+                vectors=self._vectors(self._matrix(library), pids),
                 terms=[terms[pid] for pid in pids],
                 sentences=[(ordinal[s.passage_id], s.start, s.end) for s in sentences],
                 sentence_vectors=np.asarray([s.vector for s in sentences], dtype=np.float32).reshape(-1, dim),
@@ -479,9 +488,9 @@ class LocalStore:
                 new_sids: list[int] = []
                 new_spids: list[int] = []
                 for w in add:
-                    pids, sids = self._insert_article(conn, w, keep_ids)
+                    pids, article_sids = self._insert_article(conn, w, keep_ids)
                     new_ids.extend(pids)
-                    new_sids.extend(sids)
+                    new_sids.extend(article_sids)
                     new_spids.extend(pids[ordinal] for ordinal, _, _ in w.sentences)
                 dim = current.vectors.shape[1]
                 vectors = np.ascontiguousarray(
@@ -507,7 +516,8 @@ class LocalStore:
                 spids = np.concatenate(
                     [current.sentence_passages[keep_s], np.asarray(new_spids, dtype=np.int64)]
                 )
-                for path, array in zip(paths, (vectors, ids, svectors, sids), strict=True):
+                arrays: tuple[NDArray[np.generic], ...] = (vectors, ids, svectors, sids)
+                for path, array in zip(paths, arrays, strict=True):
                     _save_npy(path, array)
                 conn.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -515,7 +525,7 @@ class LocalStore:
                         ("generation", str(new_gen)),
                         ("vectors_crc", str(zlib.crc32(vectors.tobytes()))),
                         ("sentences_crc", str(zlib.crc32(svectors.tobytes()))),
-                        ("updated_at", _now()),
+                        ("updated_at", now()),
                     ],
                 )
                 conn.execute("COMMIT")
@@ -547,7 +557,7 @@ class LocalStore:
                 w.text,
                 json.dumps(w.paragraphs),
                 len(w.passages),
-                a.added_at or _now(),
+                a.added_at or now(),
             ),
         )
         ids: list[int] = []
@@ -566,7 +576,7 @@ class LocalStore:
                     sum(terms.values()),
                 ),
             )
-            pid = int(cur.lastrowid)  # type: ignore[arg-type]
+            pid = _row_id(cur)
             ids.append(pid)
             conn.executemany("INSERT INTO postings VALUES (?,?,?)", [(t, pid, n) for t, n in terms.items()])
         sids: list[int] = []
@@ -574,7 +584,7 @@ class LocalStore:
             cur = conn.execute(
                 'INSERT INTO sentences (passage_id, start, "end") VALUES (?,?,?)', (ids[ordinal], start, end)
             )
-            sids.append(int(cur.lastrowid))  # type: ignore[arg-type]
+            sids.append(_row_id(cur))
         return ids, sids
 
     def _remove_stale_files(self, library: str, keep: int) -> None:
@@ -588,10 +598,7 @@ class LocalStore:
     # ------------------------------------------------------------------ reading
 
     # The paragraph count comes from the stored spans (SQLite's JSON functions).
-    _INFO_COLS = (
-        "id, key, title, byline, date, url, source, content_hash, json_array_length(paragraphs), "
-        "passage_count, added_at"
-    )
+    _INFO_COLS = info_columns("json_array_length")
 
     def list_articles(self, library: str) -> list[ArticleInfo]:
         """All articles, oldest first."""
@@ -609,26 +616,43 @@ class LocalStore:
             return None
         return Article(article_info(row[:-2]), row[-2], tuple(tuple(p) for p in json.loads(row[-1])))
 
-    def find_article(
-        self, library: str, *, key: str | None = None, content_hash: str | None = None
-    ) -> ArticleInfo | None:
-        """The article with this key (preferred) or content hash."""
+    def find_articles(
+        self,
+        library: str,
+        *,
+        keys: Sequence[str] = (),
+        content_hashes: Sequence[str] = (),
+        ids: Sequence[str] = (),
+    ) -> list[ArticleInfo]:
+        """Every article whose key, content hash or id is among those given."""
+        clauses: list[str] = []
+        args: list[object] = []
+        for column, values in (("key", keys), ("content_hash", content_hashes), ("id", ids)):
+            if values:
+                clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+                args.extend(values)
+        if not clauses:
+            return []
         with self._db(library) as conn:
-            row = None
-            if key is not None:
-                row = conn.execute(f"SELECT {self._INFO_COLS} FROM articles WHERE key=?", (key,)).fetchone()
-            if row is None and content_hash is not None:
-                row = conn.execute(
-                    f"SELECT {self._INFO_COLS} FROM articles WHERE content_hash=?", (content_hash,)
-                ).fetchone()
-        return article_info(row) if row else None
+            rows = conn.execute(
+                f"SELECT {self._INFO_COLS} FROM articles WHERE {' OR '.join(clauses)} ORDER BY rowid", args
+            ).fetchall()
+        return [article_info(r) for r in rows]
+
+    def article_infos(self, library: str, ids: Sequence[str]) -> dict[str, ArticleInfo]:
+        """Metadata of articles by id, without their text."""
+        if not ids:
+            return {}
+        with self._db(library) as conn:
+            rows = conn.execute(
+                f"SELECT {self._INFO_COLS} FROM articles WHERE id IN ({','.join('?' * len(ids))})",
+                list(ids),
+            ).fetchall()
+        return infos_by_id(map(article_info, rows))
 
     def _passage_rows(self, conn: sqlite3.Connection, where: str, args: Sequence[object]) -> list[Passage]:
-        rows = conn.execute(
-            f'SELECT id, article_id, ordinal, paragraph, start, "end", text FROM passages {where}',
-            args,
-        ).fetchall()
-        return [Passage(r[1], r[2], r[3], r[4], r[5], r[6], id=r[0]) for r in rows]
+        rows = conn.execute(f"SELECT {PASSAGE_COLUMNS} FROM passages {where}", args).fetchall()
+        return [passage_from_row(r) for r in rows]
 
     def passages(self, library: str, ids: Sequence[int]) -> list[Passage]:
         """Passages by id, in the order asked."""
@@ -639,20 +663,35 @@ class LocalStore:
                 p.id: p
                 for p in self._passage_rows(conn, f"WHERE id IN ({','.join('?' * len(ids))})", list(ids))
             }
-        return [found[i] for i in ids if i in found]
+        return in_order(found, ids)
 
     def article_passages(self, library: str, article_id: str) -> list[Passage]:
         """An article's passages in order."""
         with self._db(library) as conn:
             return self._passage_rows(conn, "WHERE article_id=? ORDER BY ordinal", (article_id,))
 
-    def vectors(self, library: str, ids: Sequence[int]) -> NDArray[np.float32]:
-        """Stored vectors of ``ids``, in that order."""
-        m = self._matrix(library)
+    def _vectors(self, m: _Matrix, ids: Sequence[int]) -> NDArray[np.float32]:
+        """Rows of ``ids`` in the matrix, in that order (every id must be there)."""
         rows = np.searchsorted(m.ids, np.asarray(ids, dtype=np.int64))
         if len(ids) and (rows.max() >= len(m.ids) or not np.array_equal(m.ids[rows], ids)):
-            raise NotFoundError("Some passages are no longer in the library; ask again.")
+            raise AssertionError("passage ids and vectors disagree inside one generation")
         return m.vectors[rows]
+
+    def evidence(self, library: str, ids: Sequence[int]) -> list[PassageEvidence]:
+        """Passages with their vectors and sentences, in the order asked, read in one snapshot."""
+        if not ids:
+            return []
+        with self._lock:  # the passages, sentences and matrix of one generation
+            m = self._matrix(library)
+            passages = self.passages(library, ids)
+            sentences = self._sentence_rows(library, m, [p.id for p in passages])
+        vectors = self._vectors(m, [p.id for p in passages])
+        by_passage: dict[int, list[SentenceRow]] = {}
+        for row in sentences:
+            by_passage.setdefault(row.passage_id, []).append(row)
+        return [
+            PassageEvidence(p, vectors[i], tuple(by_passage.get(p.id, ()))) for i, p in enumerate(passages)
+        ]
 
     def _allowed(self, library: str, article_ids: Sequence[str]) -> NDArray[np.int64]:
         with self._db(library) as conn:
@@ -662,56 +701,43 @@ class LocalStore:
             ).fetchall()
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
-    def _restrict(
-        self,
-        library: str,
-        vectors: NDArray[np.float32],
-        passage_ids: NDArray[np.int64],
-        article_ids: Sequence[str] | None,
-    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        """The rows whose passage belongs to ``article_ids`` (all rows when None)."""
-        if article_ids is None:
-            return vectors, passage_ids
-        mask = np.isin(passage_ids, self._allowed(library, article_ids))
-        return vectors[mask], passage_ids[mask]
-
-    def dense_search(
+    def nearest(
         self,
         library: str,
         query: NDArray[np.float32],
         k: int,
         article_ids: Sequence[str] | None = None,
-    ) -> list[tuple[int, float]]:
-        """Exact cosine top-k with numpy; ties go to the earlier passage."""
-        m = self._matrix(library)
-        vectors, ids = self._restrict(library, m.vectors, m.ids, article_ids)
-        if len(ids) == 0:
-            return []
-        return _top_k(_scores(vectors, query), ids, k)
+    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """Exact cosine top-k of passages and of passages by their best sentence (numpy).
 
-    def sentence_search(
-        self,
-        library: str,
-        query: NDArray[np.float32],
-        k: int,
-        article_ids: Sequence[str] | None = None,
-    ) -> list[tuple[int, float]]:
-        """Passages ranked by their best sentence's cosine (exact, numpy)."""
+        Ties go to the earlier passage.
+        """
         m = self._matrix(library)
-        vectors, owners = self._restrict(library, m.sentence_vectors, m.sentence_passages, article_ids)
+        vectors, ids = m.vectors, m.ids
+        svectors, owners = m.sentence_vectors, m.sentence_passages
+        if article_ids is not None:
+            allowed = self._allowed(library, article_ids)
+            keep, keep_s = np.isin(ids, allowed), np.isin(owners, allowed)
+            vectors, ids, svectors, owners = vectors[keep], ids[keep], svectors[keep_s], owners[keep_s]
+        passages = top_k(_scores(vectors, query), ids, k) if len(ids) else []
         if len(owners) == 0:
-            return []
-        scores = _scores(vectors, query)
+            return passages, []
+        scores = _scores(svectors, query)
         # Sentence rows are grouped by passage (ids grow with insertion), so a passage's best
         # sentence is a max over one contiguous run.
         starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
-        return _top_k(np.maximum.reduceat(scores, starts), owners[starts], k)
+        return passages, top_k(np.maximum.reduceat(scores, starts), owners[starts], k)
 
     def sentences(self, library: str, passage_ids: Sequence[int]) -> list[SentenceRow]:
         """Stored sentences of ``passage_ids`` with their vectors, grouped in the order asked."""
         if not passage_ids:
             return []
-        m = self._matrix(library)
+        with self._lock:
+            return self._sentence_rows(library, self._matrix(library), passage_ids)
+
+    def _sentence_rows(self, library: str, m: _Matrix, passage_ids: Sequence[int]) -> list[SentenceRow]:
+        if not passage_ids:
+            return []
         with self._db(library) as conn:
             rows = conn.execute(
                 f'SELECT id, passage_id, start, "end" FROM sentences '
@@ -721,41 +747,48 @@ class LocalStore:
         if not rows:
             return []
         found = np.searchsorted(m.sentence_ids, np.asarray([r[0] for r in rows], dtype=np.int64))
-        by_passage: dict[int, list[SentenceRow]] = {}
-        for (_, pid, start, end), row in zip(rows, found, strict=True):
-            by_passage.setdefault(pid, []).append(SentenceRow(pid, start, end, m.sentence_vectors[row]))
-        return [r for pid in passage_ids for r in by_passage.get(pid, [])]
-
-    def lexical_stats(self, library: str, terms: Sequence[str]) -> tuple[int, float, dict[str, int]]:
-        """Passage count, mean analysed length, and document frequency of ``terms``."""
-        with self._db(library) as conn:
-            n, total = conn.execute("SELECT COUNT(*), COALESCE(SUM(length), 0) FROM passages").fetchone()
-            df: dict[str, int] = {}
-            if terms:
-                df = dict(
-                    conn.execute(
-                        f"SELECT term, COUNT(*) FROM postings WHERE term IN ({','.join('?' * len(terms))}) GROUP BY term",
-                        list(terms),
-                    ).fetchall()
-                )
-        return int(n), (total / n if n else 0.0), df
-
-    def postings(
-        self, library: str, terms: Sequence[str], article_ids: Sequence[str] | None = None
-    ) -> Iterator[tuple[str, int, int, int]]:
-        """Every posting of ``terms`` with the passage's analysed length."""
-        if not terms:
-            return iter(())
-        sql = (
-            "SELECT t.term, t.passage_id, t.tf, p.length FROM postings t JOIN passages p "
-            f"ON p.id = t.passage_id WHERE t.term IN ({','.join('?' * len(terms))})"
+        return group_by_passage(
+            (
+                SentenceRow(pid, start, end, m.sentence_vectors[row])
+                for (_, pid, start, end), row in zip(rows, found, strict=True)
+            ),
+            passage_ids,
         )
-        args: list[object] = list(terms)
-        if article_ids is not None:
-            sql += f" AND p.article_id IN ({','.join('?' * len(article_ids))})"
-            args.extend(article_ids)
+
+    def lexical(
+        self, library: str, terms: Sequence[str], article_ids: Sequence[str] | None = None
+    ) -> LexicalRows:
+        """Passage count, mean analysed length, document frequencies and postings of ``terms``."""
+        terms = list(dict.fromkeys(terms))
         with self._db(library) as conn:
-            return iter(conn.execute(sql, args).fetchall())
+            conn.execute("BEGIN")  # one snapshot for the statistics and the postings
+            try:
+                n, total = conn.execute("SELECT COUNT(*), COALESCE(SUM(length), 0) FROM passages").fetchone()
+                df: dict[str, int] = {}
+                postings: list[tuple[str, int, int, int]] = []
+                if terms:
+                    marks = ",".join("?" * len(terms))
+                    df = dict(
+                        conn.execute(
+                            f"SELECT term, COUNT(*) FROM postings WHERE term IN ({marks}) GROUP BY term",
+                            terms,
+                        ).fetchall()
+                    )
+                present = [t for t in terms if df.get(t)]
+                if present:
+                    # SQLite walks the (term, passage_id) primary key: binary term order, then id.
+                    sql = (
+                        "SELECT t.term, t.passage_id, t.tf, p.length FROM postings t JOIN passages p "
+                        f"ON p.id = t.passage_id WHERE t.term IN ({','.join('?' * len(present))})"
+                    )
+                    args: list[object] = list(present)
+                    if article_ids is not None:
+                        sql += f" AND p.article_id IN ({','.join('?' * len(article_ids))})"
+                        args.extend(article_ids)
+                    postings = conn.execute(sql, args).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        return LexicalRows(int(n), (total / n if n else 0.0), df, postings)
 
     # ------------------------------------------------------------------ feedback and cache
 
@@ -771,7 +804,7 @@ class LocalStore:
                     feedback.article_id,
                     feedback.vote,
                     feedback.user,
-                    feedback.created_at or _now(),
+                    feedback.created_at or now(),
                     json.dumps(feedback.extra),
                 ),
             )
@@ -795,7 +828,21 @@ class LocalStore:
     def put_cached(self, library: str, kind: str, key: str, article_id: str, value: str) -> None:
         """Cache a value tied to an article."""
         with self._db(library) as conn:
-            conn.execute("INSERT OR REPLACE INTO cache VALUES (?,?,?,?)", (kind, key, article_id, value))
+            # Through a SELECT, so that nothing is kept for an article already gone (like PostgreSQL).
+            conn.execute(
+                "INSERT OR REPLACE INTO cache SELECT ?, ?, id, ? FROM articles WHERE id=?",
+                (kind, key, value, article_id),
+            )
+
+    def claim_cached(self, library: str, kind: str, key: str, article_id: str, value: str) -> bool:
+        """Cache a value only if ``key`` is new; True if this call stored it."""
+        with self._db(library) as conn:
+            # SQLite serialises writers across processes: one INSERT OR IGNORE wins.
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO cache SELECT ?, ?, id, ? FROM articles WHERE id=?",
+                (kind, key, value, article_id),
+            )
+            return cur.rowcount == 1
 
 
 # Below this many rows one BLAS thread is faster: on 2 busy cores a 10k x 384 product took
@@ -805,7 +852,7 @@ _PARALLEL_ROWS = 200_000
 
 
 @functools.cache
-def _blas_controller():  # type: ignore[no-untyped-def]
+def _blas_controller() -> Any:  # threadpoolctl ships no type information
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - a dependency of scikit-learn and of citebot
@@ -823,18 +870,11 @@ def _scores(matrix: NDArray[np.float32], query: NDArray[np.float32]) -> NDArray[
         return matrix @ q
 
 
-def _top_k(scores: NDArray[np.float32], ids: NDArray[np.int64], k: int) -> list[tuple[int, float]]:
-    """The ``k`` best ``(id, score)``; ties go to the smaller id (the earlier passage)."""
-    if k <= 0 or len(ids) == 0:
-        return []
-    k = min(k, len(ids))
-    top = np.arange(len(ids))
-    if k < len(ids):
-        # argpartition picks any of the rows tied at the k-th score: keep them all, sort, cut.
-        kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
-        top = np.flatnonzero(scores >= kth)
-    order = top[np.lexsort((ids[top], -scores[top]))][:k]
-    return [(int(ids[i]), float(scores[i])) for i in order]
+def _row_id(cur: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT just added."""
+    if cur.lastrowid is None:
+        raise AssertionError("INSERT without a row id")
+    return cur.lastrowid
 
 
 def _save_npy(path: Path, array: NDArray[np.generic]) -> None:

@@ -19,11 +19,16 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import IndexMismatchError, InputError, NotFoundError
+from ..errors import CopyConflictError, NotFoundError
 from ..types import ArticleInfo
 from . import ArticleWrite, Feedback, Store
 
 _ALL_FEEDBACK = 2**62
+
+
+def libraries_to_copy(source: Store, name: str | None) -> list[str]:
+    """``[name]``, or every library of ``source`` when ``name`` is None."""
+    return source.libraries() if name is None else [name]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,21 +57,21 @@ def copy_library(
 
     Both libraries' write locks are held (waiting up to ``timeout`` seconds) so no ingest
     changes either side meanwhile. ``progress(done, total)`` counts passages to copy.
-    Raises :class:`IndexMismatchError` if the target library was built with other settings,
-    unless ``replace`` (which then empties it first).
+    Raises :class:`CopyConflictError` if the target library was built with other settings or
+    holds articles the source lacks, unless ``replace`` (which empties it or removes them).
     """
     spec = source.spec(library)
     if spec is None:
-        raise NotFoundError(f"Library {library!r} does not exist in the source store; nothing to copy.")
+        raise NotFoundError(
+            f"Library {library!r} does not exist in the source store; nothing to copy.",
+            kind="library",
+            library=library,
+        )
     with source.writer(library, timeout), target.writer(library, timeout):
         existing = target.spec(library)
         if existing is not None and existing != spec:
             if not replace:
-                raise IndexMismatchError(
-                    f"Library {library!r} already exists in the target store with other settings ("
-                    + "; ".join(existing.differences(spec))
-                    + "). Run again with --replace to overwrite it with the source's copy."
-                )
+                raise CopyConflictError(library, differences=existing.differences(spec))
             target.reset(library, spec, [])
         target.create(library, spec)
 
@@ -75,11 +80,8 @@ def copy_library(
         wanted_ids = {a.id for a in wanted}
         extra = [aid for aid in have if aid not in wanted_ids]
         if extra and not replace:
-            titles = "; ".join(f"“{have[aid].title}”" for aid in extra[:3])
-            raise InputError(
-                f"Library {library!r} in the target store has {len(extra)} article(s) that the source "
-                f"lacks ({titles}). Run again with --replace to make the target an exact copy "
-                "(those articles will be removed there)."
+            raise CopyConflictError(
+                library, extra_titles=[have[aid].title for aid in extra[:3]], extra_count=len(extra)
             )
         todo = [a.id for a in wanted if not _same(source, target, library, a.id, have.get(a.id), a)]
         stale = [aid for aid in todo if aid in have]

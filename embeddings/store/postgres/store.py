@@ -1,48 +1,4 @@
-"""The PostgreSQL + pgvector store: many libraries in one database, shared by several processes.
-
-Select it with ``DATABASE_URL`` (see ``bot/services.py``); it answers exactly like
-:class:`~embeddings.store.local.LocalStore`: same ids, same scores, same tie order, same errors.
-
-Schema and migrations
-    ``migrations/NNNN_name.sql``, applied in order on start under an advisory lock, each in its
-    own transaction together with its row in ``schema_migrations``. PostgreSQL's DDL is
-    transactional, so a migration interrupted halfway leaves nothing behind and the next start
-    applies it again from the beginning.
-
-Dimensions
-    Libraries may use models of different dimensions, so ``embedding`` is an untyped ``vector``
-    column and each library gets its own *partial* HNSW indexes (cosine), typed by a cast::
-
-        CREATE INDEX passages_hnsw_<library id>_<dim> ON passages
-        USING hnsw ((embedding::vector(<dim>)) vector_cosine_ops)
-        WHERE library_id = <library id> AND vector_dims(embedding) = <dim>
-
-    A per-library index also means a search walks only that library's graph, so it always
-    finds ``k`` results (a shared index filtered afterwards can come back short, and pgvector
-    0.6 has no iterative scan). The ``vector_dims`` predicate lets a rebuild with a model of
-    another dimension insert its rows while the old index still exists.
-
-Index lifecycle
-    A library's indexes are built with ``CREATE INDEX CONCURRENTLY`` (other libraries keep
-    writing) once it holds ``index_threshold`` passages; below that an exact scan of its rows
-    is as fast. A bulk copy (:meth:`PostgresStore.restore` with ``more=True``) postpones the build
-    to its last batch: building once is several times faster than inserting into the graph.
-
-Search
-    Candidates come from the HNSW index (``SET LOCAL hnsw.ef_search``) and are rescored with
-    numpy, exactly as the local store scores, so both stores give the same numbers and break
-    ties by passage id. Searches limited to some articles (small sets) scan those rows exactly.
-
-Several processes
-    Nothing is cached between calls, so another process's write is seen by the next query.
-    :meth:`PostgresStore.writer` holds ``pg_try_advisory_lock`` keyed by the library on its own
-    connection; on top of it every write locks its library's row, so even writers that skip the
-    lock serialise, and passage ids (numbered per library) are never handed out twice.
-
-Connections
-    A small pool; a connection lost during a call is replaced and the call retried once, then
-    :class:`~embeddings.errors.StoreUnavailableError` says what happened.
-"""
+"""The PostgreSQL store itself: libraries, writes, HNSW indexes and reads (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -51,61 +7,51 @@ import functools
 import hashlib
 import logging
 import os
-import re
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from importlib import resources
-from pathlib import Path
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import (
-    IndexMismatchError,
-    IndexStateError,
-    LibraryBusyError,
-    NotFoundError,
-    StoreUnavailableError,
+from ...errors import EmptyLibraryError, IndexMismatchError, LibraryBusyError, StoreUnavailableError
+from ...types import Article, ArticleInfo, Passage
+from .. import (
+    ArticleWrite,
+    Feedback,
+    IndexSpec,
+    LexicalRows,
+    PassageEvidence,
+    SentenceRow,
+    article_info,
+    check_library_name,
 )
-from ..types import Article, ArticleInfo, Passage
-from . import ArticleWrite, Feedback, IndexSpec, SentenceRow, article_info, check_library_name
-from .local import _REBUILD_HINT, _top_k
+from ..common import (
+    PASSAGE_COLUMNS,
+    group_by_passage,
+    in_order,
+    info_columns,
+    infos_by_id,
+    now,
+    passage_from_row,
+    top_k,
+)
+from .migrations import Migration, apply_migrations, load_migrations
+from .pool import Pool, first_line, is_disconnect, psycopg_module
 
 if TYPE_CHECKING:
     import psycopg
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'citebot[postgres]'"
-
 T = TypeVar("T")
 
-# Advisory lock keys (bigint). The migration key is "citebot1" in ASCII; library keys are hashes.
-_MIGRATION_LOCK = int.from_bytes(b"citebot1", "big")
 _HNSW_MAX_EF = 1000  # pgvector's upper bound for hnsw.ef_search
 _TIE_MARGIN = 8  # extra rows fetched so that ties at the k-th place are seen
 _SCORE_EPS = 1e-6  # numpy's float32 dot against pgvector's cosine differ by about 1e-7
-
-
-def _psycopg() -> Any:
-    """Import psycopg and pgvector, or say what to install."""
-    try:
-        import pgvector.psycopg  # noqa: F401
-        import psycopg
-    except ImportError as exc:
-        raise ImportError(
-            f"The PostgreSQL store needs psycopg 3 and pgvector ({exc.name} is missing): {INSTALL_HINT}"
-        ) from exc
-    return psycopg
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _lock_key(kind: str, library: str) -> int:
@@ -114,167 +60,10 @@ def _lock_key(kind: str, library: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-# ---------------------------------------------------------------------- migrations
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One versioned SQL file."""
-
-    version: int
-    name: str
-    sql: str
-
-    @property
-    def checksum(self) -> str:
-        """sha256 of the SQL, recorded when applied: applied files must not change."""
-        return hashlib.sha256(self.sql.encode()).hexdigest()
-
-
-_MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-
-
-def load_migrations(directory: str | os.PathLike[str] | None = None) -> list[Migration]:
-    """The migrations shipped with citebot (or those in ``directory``), oldest first."""
-    folder: Any = Path(directory) if directory is not None else resources.files(__package__) / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        m = _MIGRATION_FILE.match(entry.name)
-        if m:
-            found.append(Migration(int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
-    found.sort(key=lambda mig: mig.version)
-    versions = [mig.version for mig in found]
-    if len(set(versions)) != len(versions):
-        raise IndexStateError(f"Two migrations share a version number in {folder}.")
-    return found
-
-
-def apply_migrations(conn: psycopg.Connection[Any], migrations: Sequence[Migration]) -> list[int]:
-    """Apply the migrations the database lacks, each in its own transaction; return their versions.
-
-    Runs under an advisory lock, so processes starting together apply each migration once.
-    ``conn`` must be in autocommit mode.
-    """
-    psycopg = _psycopg()
-    applied_now: list[int] = []
-    # If this process dies mid-migration the server notices within a second, rolls the
-    # migration back and frees the lock for the next start (instead of when the query ends).
-    if conn.info.server_version >= 140000:  # the setting is new in PostgreSQL 14
-        conn.execute("SET client_connection_check_interval = 1000")
-    conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
-    try:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        applied = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
-        known = {m.version for m in migrations}
-        newer = sorted(set(applied) - known)
-        if newer:
-            raise IndexStateError(
-                f"The database has schema version {newer[-1]}, newer than this citebot knows "
-                f"({max(known, default=0)}). Upgrade citebot before using this database."
-            )
-        for m in migrations:
-            if m.version in applied:
-                if applied[m.version] != m.checksum:
-                    raise IndexStateError(
-                        f"Migration {m.version:04d}_{m.name}.sql was changed after it was applied "
-                        "to this database. Restore the file as released; put changes in a new migration."
-                    )
-                continue
-            try:
-                with conn.transaction():
-                    conn.execute(m.sql.encode())  # several statements: no parameters
-                    conn.execute(
-                        "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                        (m.version, m.name, m.checksum),
-                    )
-            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.FeatureNotSupported) as exc:
-                raise IndexStateError(
-                    f"Could not apply database migration {m.version:04d}_{m.name} ({exc}). If the "
-                    "pgvector extension is missing, install it on the server and have an "
-                    "administrator run `CREATE EXTENSION vector;` in this database."
-                ) from exc
-            except psycopg.errors.UndefinedFile as exc:
-                raise IndexStateError(
-                    f"The PostgreSQL server lacks the pgvector extension ({exc}). Install pgvector "
-                    "on the server, then start citebot again."
-                ) from exc
-            log.info("applied migration %04d_%s", m.version, m.name)
-            applied_now.append(m.version)
-    finally:
-        if not conn.broken:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
-    return applied_now
-
-
-# ---------------------------------------------------------------------- connections
-
-
-class _Pool:
-    """A few connections shared by the caller's threads; broken ones are thrown away."""
-
-    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], size: int) -> None:
-        self._connect = connect
-        self._idle: list[psycopg.Connection[Any]] = []
-        self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(size)
-        self._closed = False
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        self._slots.acquire()
-        try:
-            with self._lock:
-                conn = self._idle.pop() if self._idle else None
-            if conn is None:
-                conn = self._connect()
-            try:
-                yield conn
-            finally:
-                with self._lock:
-                    if conn.closed or conn.broken or self._closed:
-                        conn.close()
-                    else:
-                        self._idle.append(conn)
-        finally:
-            self._slots.release()
-
-    def discard_idle(self) -> None:
-        """Close idle connections (after a lost connection the others are likely dead too)."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-        self.discard_idle()
-
-
-def _is_disconnect(exc: BaseException) -> bool:
-    """True for a lost or refused connection (retry on a new one), not for a failed query."""
-    psycopg = _psycopg()
-    if isinstance(exc, psycopg.InterfaceError):
-        return True
-    if not isinstance(exc, psycopg.OperationalError):
-        return False
-    state = exc.sqlstate
-    # No SQLSTATE: the client lost the socket. 08: connection exception. 57P: server shut down,
-    # backend terminated (pg_terminate_backend), database dropped, or not accepting connections.
-    return state is None or state.startswith(("08", "57P"))
-
-
 # ---------------------------------------------------------------------- the store
 
 
-_INFO_COLS = (
-    "id, key, title, byline, date, url, source, content_hash, jsonb_array_length(paragraphs), "
-    "passage_count, added_at"
-)
+_INFO_COLS = info_columns("jsonb_array_length")
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +97,7 @@ class PostgresStore:
         pool_size: int = 8,
         migrations: Sequence[Migration] | None = None,
     ) -> None:
-        psycopg = _psycopg()
+        psycopg = psycopg_module()
         if not 1 <= ef_search <= _HNSW_MAX_EF:
             raise ValueError(f"ef_search must be between 1 and {_HNSW_MAX_EF}")
         self._psycopg = psycopg
@@ -318,7 +107,7 @@ class PostgresStore:
         self.hnsw_m = hnsw_m
         self.hnsw_ef_construction = hnsw_ef_construction
         self._vector_info: Any = None
-        self._pool = _Pool(self._connect, pool_size)
+        self._pool = Pool(self._connect, pool_size)
         conn = self._connect_with_retry(register=False)
         try:
             apply_migrations(conn, load_migrations() if migrations is None else migrations)
@@ -329,12 +118,12 @@ class PostgresStore:
 
     def _open(self) -> psycopg.Connection[Any]:
         try:
-            return self._psycopg.connect(self._dsn, autocommit=True, application_name="citebot")
+            conn: psycopg.Connection[Any] = self._psycopg.connect(
+                self._dsn, autocommit=True, application_name="citebot"
+            )
+            return conn
         except self._psycopg.OperationalError as exc:
-            raise StoreUnavailableError(
-                f"Cannot connect to the PostgreSQL database ({_first_line(exc)}). Check that the "
-                "server is running and that DATABASE_URL points at it, then try again."
-            ) from exc
+            raise StoreUnavailableError("unreachable", first_line(exc)) from exc
 
     def _connect(self) -> psycopg.Connection[Any]:
         """A new connection with the vector type registered (numpy arrays in and out)."""
@@ -377,20 +166,14 @@ class PostgresStore:
                         committing = True
                     return result
             except (self._psycopg.OperationalError, self._psycopg.InterfaceError) as exc:
-                if not _is_disconnect(exc):
+                if not is_disconnect(exc):
                     raise
                 self._pool.discard_idle()
                 if attempt == 1 and (idempotent or not committing):
-                    log.warning("lost the database connection (%s); retrying once", _first_line(exc))
+                    log.warning("lost the database connection (%s); retrying once", first_line(exc))
                     continue
                 raise StoreUnavailableError(
-                    "Lost the connection to the PostgreSQL database "
-                    + (
-                        "again after a retry"
-                        if attempt == 2
-                        else "while saving, so the change may or may not be saved"
-                    )
-                    + f" ({_first_line(exc)}). Check that the server is up and reachable, then try again."
+                    "lost" if attempt == 2 else "lost_while_saving", first_line(exc)
                 ) from exc
             except StoreUnavailableError:
                 if attempt == 1:
@@ -412,10 +195,7 @@ class PostgresStore:
             (check_library_name(library),),
         ).fetchone()
         if row is None:
-            raise NotFoundError(
-                f"Library {library!r} does not exist yet (it is not in the database). "
-                "Add articles with `citebot ingest PATH`."
-            )
+            raise EmptyLibraryError(library)
         return _Lib(*row)
 
     def spec(self, library: str) -> IndexSpec | None:
@@ -435,9 +215,9 @@ class PostgresStore:
 
         def run(conn: psycopg.Connection[Any]) -> None:
             conn.execute("INSERT INTO libraries (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (library,))
-            (raw,) = conn.execute(
-                "SELECT spec FROM libraries WHERE name = %s FOR UPDATE", (library,)
-            ).fetchone()
+            (raw,) = _one(
+                conn.execute("SELECT spec FROM libraries WHERE name = %s FOR UPDATE", (library,)).fetchone()
+            )
             if raw is None:
                 conn.execute(
                     "UPDATE libraries SET spec = %s, dim = %s, updated_at = now() WHERE name = %s",
@@ -446,13 +226,7 @@ class PostgresStore:
                 return
             existing = IndexSpec(**raw)
             if existing != spec:
-                raise IndexMismatchError(
-                    f"Library {library!r} was built with other settings ("
-                    + "; ".join(existing.differences(spec))
-                    + "). "
-                    + _REBUILD_HINT.format(name=library)
-                    + " with the current settings, or change the settings back."
-                )
+                raise IndexMismatchError(library, existing.differences(spec))
 
         self._run(run)
 
@@ -463,11 +237,14 @@ class PostgresStore:
 
     def generation(self, library: str) -> int:
         """Incremented by every committed write."""
-        return self._run(
-            lambda c: c.execute(
-                "SELECT generation FROM libraries WHERE id = %s", (self._lib(c, library).id,)
-            ).fetchone()[0]
+        row = self._run(
+            lambda c: _one(
+                c.execute(
+                    "SELECT generation FROM libraries WHERE id = %s", (self._lib(c, library).id,)
+                ).fetchone()
+            )
         )
+        return int(row[0])
 
     # ------------------------------------------------------------------ locking
 
@@ -481,15 +258,17 @@ class PostgresStore:
             me = f"citebot writer: pid {os.getpid()} on {socket.gethostname()}"[:63]
             deadline = time.monotonic() + timeout
             while True:
-                (got,) = conn.execute(
-                    "SELECT pg_try_advisory_lock(%s) FROM set_config('application_name', %s, false)",
-                    (key, me),
-                ).fetchone()
+                (got,) = _one(
+                    conn.execute(
+                        "SELECT pg_try_advisory_lock(%s) FROM set_config('application_name', %s, false)",
+                        (key, me),
+                    ).fetchone()
+                )
                 if got:
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise LibraryBusyError(self._busy_message(conn, library, key))
+                    raise LibraryBusyError(library, self._holder(conn, key))
                 time.sleep(min(0.05, left))
             try:
                 yield
@@ -500,8 +279,8 @@ class PostgresStore:
             conn.close()  # also releases the lock if the unlock above failed
 
     @staticmethod
-    def _busy_message(conn: psycopg.Connection[Any], library: str, key: int) -> str:
-        who = ""
+    def _holder(conn: psycopg.Connection[Any], key: int) -> str | None:
+        """Who holds the advisory lock ``key``, from the holder's application name (None if unknown)."""
         row = conn.execute(
             "SELECT a.application_name, a.query_start FROM pg_locks l "
             "JOIN pg_stat_activity a ON a.pid = l.pid "
@@ -511,11 +290,8 @@ class PostgresStore:
         ).fetchone()
         if row and row[0] and row[0].startswith("citebot writer: "):
             since = row[1].astimezone(UTC).isoformat(timespec="seconds") if row[1] else "?"
-            who = f" ({row[0].removeprefix('citebot writer: ')}, since {since})"
-        return (
-            f"Library {library!r} is being changed by another citebot process{who}. "
-            "Wait for it to finish, then run this again."
-        )
+            return f"{row[0].removeprefix('citebot writer: ')}, since {since}"
+        return None
 
     # ------------------------------------------------------------------ writing
 
@@ -564,15 +340,12 @@ class PostgresStore:
         """One write inside the caller's transaction; returns the library's new passage count."""
         lib = self._lib(conn, library, lock=True)  # the row lock serialises this library's writers
         if lib.dim is None:
-            raise NotFoundError(
-                f"Library {library!r} has no index yet. Add articles with `citebot ingest PATH`."
-            )
+            raise EmptyLibraryError(library)
         for w in add:
             for array in (w.vectors, w.sentence_vectors):
                 if array is not None and len(array) and array.shape[1] != lib.dim:
                     raise IndexMismatchError(
-                        f"Vectors of {array.shape[1]} dimensions cannot go into library {library!r}, "
-                        f"built with {lib.dim}. " + _REBUILD_HINT.format(name=library) + "."
+                        library, [f"dim: library has {lib.dim}, vectors have {array.shape[1]}"]
                     )
         gone = list(dict.fromkeys([*delete, *(w.info.id for w in add)]))
         removed, removed_len = 0, 0
@@ -583,19 +356,23 @@ class PostgresStore:
                     f"DELETE FROM {table} WHERE library_id = %s AND passage_id IN {in_gone}",
                     (lib.id, lib.id, gone),
                 )
-            removed, removed_len = conn.execute(
-                "WITH d AS (DELETE FROM passages WHERE library_id = %s AND article_id = ANY(%s) "
-                "RETURNING length) SELECT count(*), COALESCE(sum(length), 0) FROM d",
-                (lib.id, gone),
-            ).fetchone()
+            removed, removed_len = _one(
+                conn.execute(
+                    "WITH d AS (DELETE FROM passages WHERE library_id = %s AND article_id = ANY(%s) "
+                    "RETURNING length) SELECT count(*), COALESCE(sum(length), 0) FROM d",
+                    (lib.id, gone),
+                ).fetchone()
+            )
             conn.execute("DELETE FROM articles WHERE library_id = %s AND id = ANY(%s)", (lib.id, gone))
         added, added_len, next_pid, next_sid = self._insert(conn, lib, add, keep_ids)
-        (count,) = conn.execute(
-            "UPDATE libraries SET generation = generation + 1, next_passage_id = %s, "
-            "next_sentence_id = %s, passage_count = passage_count + %s, "
-            "total_length = total_length + %s, updated_at = now() WHERE id = %s RETURNING passage_count",
-            (next_pid, next_sid, added - removed, added_len - removed_len, lib.id),
-        ).fetchone()
+        (count,) = _one(
+            conn.execute(
+                "UPDATE libraries SET generation = generation + 1, next_passage_id = %s, "
+                "next_sentence_id = %s, passage_count = passage_count + %s, "
+                "total_length = total_length + %s, updated_at = now() WHERE id = %s RETURNING passage_count",
+                (next_pid, next_sid, added - removed, added_len - removed_len, lib.id),
+            ).fetchone()
+        )
         return int(count)
 
     def _insert(
@@ -627,7 +404,7 @@ class PostgresStore:
                         w.text,
                         Jsonb([list(p) for p in w.paragraphs]),
                         len(w.passages),
-                        w.info.added_at or _now(),
+                        w.info.added_at or now(),
                     )
                     for w in add
                 ],
@@ -722,7 +499,7 @@ class PostgresStore:
             if not drop and not build:
                 return False
             key = _lock_key("index", library)
-            (got,) = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            (got,) = _one(conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone())
             if not got:
                 return False
             try:
@@ -739,11 +516,8 @@ class PostgresStore:
                     )
                     log.info("built index %s in %.1f s", name, time.perf_counter() - t0)
             except psycopg.Error as exc:
-                if _is_disconnect(exc):
-                    raise StoreUnavailableError(
-                        f"Lost the database connection while indexing library {library!r} "
-                        f"({_first_line(exc)}). The data is saved; the index is rebuilt on the next write."
-                    ) from exc
+                if is_disconnect(exc):
+                    raise StoreUnavailableError("lost_while_indexing", first_line(exc)) from exc
                 raise
             finally:
                 if not conn.broken:
@@ -779,31 +553,41 @@ class PostgresStore:
             return None
         return Article(article_info(row[:-2]), row[-2], tuple(tuple(p) for p in row[-1]))
 
-    def find_article(
-        self, library: str, *, key: str | None = None, content_hash: str | None = None
-    ) -> ArticleInfo | None:
-        """The article with this key (preferred) or content hash."""
+    def find_articles(
+        self,
+        library: str,
+        *,
+        keys: Sequence[str] = (),
+        content_hashes: Sequence[str] = (),
+        ids: Sequence[str] = (),
+    ) -> list[ArticleInfo]:
+        """Every article whose key, content hash or id is among those given (one query)."""
+        if not (keys or content_hashes or ids):
+            return []
 
-        def run(conn: psycopg.Connection[Any]) -> Any:
+        def run(conn: psycopg.Connection[Any]) -> list[Any]:
             lib = self._lib(conn, library)
-            row = None
-            if key is not None:
-                row = conn.execute(
-                    f"SELECT {_INFO_COLS} FROM articles WHERE library_id = %s AND key = %s",
-                    (lib.id, key),
-                ).fetchone()
-            if row is None and content_hash is not None:
-                row = conn.execute(
-                    f"SELECT {_INFO_COLS} FROM articles WHERE library_id = %s AND content_hash = %s "
-                    "ORDER BY seq LIMIT 1",
-                    (lib.id, content_hash),
-                ).fetchone()
-            return row
+            return conn.execute(
+                f"SELECT {_INFO_COLS} FROM articles WHERE library_id = %s "
+                "AND (key = ANY(%s) OR content_hash = ANY(%s) OR id = ANY(%s)) ORDER BY seq",
+                (lib.id, list(keys), list(content_hashes), list(ids)),
+            ).fetchall()
 
-        row = self._run(run)
-        return article_info(row) if row else None
+        return [article_info(r) for r in self._run(run)]
 
-    _PASSAGE_COLS = 'id, article_id, ordinal, paragraph, start, "end", text'
+    def article_infos(self, library: str, ids: Sequence[str]) -> dict[str, ArticleInfo]:
+        """Metadata of articles by id, without their text."""
+        if not ids:
+            return {}
+
+        def run(conn: psycopg.Connection[Any]) -> list[Any]:
+            lib = self._lib(conn, library)
+            return conn.execute(
+                f"SELECT {_INFO_COLS} FROM articles WHERE library_id = %s AND id = ANY(%s)",
+                (lib.id, list(ids)),
+            ).fetchall()
+
+        return infos_by_id(map(article_info, self._run(run)))
 
     def passages(self, library: str, ids: Sequence[int]) -> list[Passage]:
         """Passages by id, in the order asked (missing ids are left out)."""
@@ -813,12 +597,12 @@ class PostgresStore:
         def run(conn: psycopg.Connection[Any]) -> list[Any]:
             lib = self._lib(conn, library)
             return conn.execute(
-                f"SELECT {self._PASSAGE_COLS} FROM passages WHERE library_id = %s AND id = ANY(%s)",
+                f"SELECT {PASSAGE_COLUMNS} FROM passages WHERE library_id = %s AND id = ANY(%s)",
                 (lib.id, list(ids)),
             ).fetchall()
 
-        found = {r[0]: Passage(r[1], r[2], r[3], r[4], r[5], r[6], id=r[0]) for r in self._run(run)}
-        return [found[i] for i in ids if i in found]
+        found = {p.id: p for p in map(passage_from_row, self._run(run))}
+        return in_order(found, ids)
 
     def article_passages(self, library: str, article_id: str) -> list[Passage]:
         """An article's passages in order."""
@@ -826,103 +610,98 @@ class PostgresStore:
         def run(conn: psycopg.Connection[Any]) -> list[Any]:
             lib = self._lib(conn, library)
             return conn.execute(
-                f"SELECT {self._PASSAGE_COLS} FROM passages WHERE library_id = %s AND article_id = %s "
+                f"SELECT {PASSAGE_COLUMNS} FROM passages WHERE library_id = %s AND article_id = %s "
                 "ORDER BY ordinal",
                 (lib.id, article_id),
             ).fetchall()
 
-        return [Passage(r[1], r[2], r[3], r[4], r[5], r[6], id=r[0]) for r in self._run(run)]
+        return [passage_from_row(r) for r in self._run(run)]
 
-    def vectors(self, library: str, ids: Sequence[int]) -> NDArray[np.float32]:
-        """Stored vectors of ``ids``, in that order."""
-
-        def run(conn: psycopg.Connection[Any]) -> tuple[int, list[Any]]:
-            lib = self._lib(conn, library)
-            rows = (
-                conn.cursor(binary=True)
-                .execute(
-                    "SELECT id, embedding FROM passages WHERE library_id = %s AND id = ANY(%s)",
-                    (lib.id, list(ids)),
-                )
-                .fetchall()
-                if ids
-                else []
-            )
-            return lib.dim or 0, rows
-
-        dim, rows = self._run(run)
-        found = dict(rows)
-        if any(i not in found for i in ids):
-            raise NotFoundError("Some passages are no longer in the library; ask again.")
+    def evidence(self, library: str, ids: Sequence[int]) -> list[PassageEvidence]:
+        """Passages with their vectors and sentences, in the order asked, in one transaction."""
         if not ids:
-            return np.zeros((0, dim), dtype=np.float32)
-        return np.stack([found[i] for i in ids])
+            return []
 
-    def dense_search(
+        def run(conn: psycopg.Connection[Any]) -> tuple[list[Any], list[Any]]:
+            lib = self._lib(conn, library)
+            cur = conn.cursor(binary=True)
+            passages = cur.execute(
+                f"SELECT {PASSAGE_COLUMNS}, embedding FROM passages WHERE library_id = %s AND id = ANY(%s)",
+                (lib.id, list(ids)),
+            ).fetchall()
+            sentences = cur.execute(
+                'SELECT passage_id, start, "end", embedding FROM sentences '
+                "WHERE library_id = %s AND passage_id = ANY(%s) ORDER BY id",
+                (lib.id, list(ids)),
+            ).fetchall()
+            return passages, sentences
+
+        passage_rows, sentence_rows = self._run(run)
+        by_passage: dict[int, list[SentenceRow]] = {}
+        for pid, start, end, vector in sentence_rows:
+            by_passage.setdefault(pid, []).append(SentenceRow(pid, start, end, vector))
+        found = {
+            int(r[0]): PassageEvidence(passage_from_row(r[:7]), r[7], tuple(by_passage.get(int(r[0]), ())))
+            for r in passage_rows
+        }
+        return in_order(found, ids)
+
+    def nearest(
         self,
         library: str,
         query: NDArray[np.float32],
         k: int,
         article_ids: Sequence[str] | None = None,
-    ) -> list[tuple[int, float]]:
-        """Top ``k`` ``(passage_id, cosine)``: HNSW candidates rescored exactly; ties to the earlier passage."""
-        return self._search(library, query, k, article_ids, sentences=False)
+    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """HNSW candidates rescored exactly, for passages and for their best sentence; ties to the
+        earlier passage. Both searches run in one transaction."""
+        if k <= 0:
+            return [], []
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
 
-    def sentence_search(
-        self,
-        library: str,
-        query: NDArray[np.float32],
-        k: int,
-        article_ids: Sequence[str] | None = None,
-    ) -> list[tuple[int, float]]:
-        """Top ``k`` ``(passage_id, best sentence cosine)``: passages ranked by their best sentence."""
-        return self._search(library, query, k, article_ids, sentences=True)
+        def run(conn: psycopg.Connection[Any]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+            lib = self._lib(conn, library)
+            if lib.dim is None:
+                return [], []
+            if q.shape[0] != lib.dim:
+                raise IndexMismatchError(library, [f"dim: library has {lib.dim}, question has {q.shape[0]}"])
+            return (
+                self._search(conn, lib, q, k, article_ids, sentences=False),
+                self._search(conn, lib, q, k, article_ids, sentences=True),
+            )
+
+        return self._run(run)
 
     def _search(
         self,
-        library: str,
-        query: NDArray[np.float32],
+        conn: psycopg.Connection[Any],
+        lib: _Lib,
+        q: NDArray[np.float32],
         k: int,
         article_ids: Sequence[str] | None,
         sentences: bool,
     ) -> list[tuple[int, float]]:
-        if k <= 0:
-            return []
-        q = np.asarray(query, dtype=np.float32).reshape(-1)
         # A passage has several sentences: fetch more rows than passages wanted.
         limit = (4 * k if sentences else k) + _TIE_MARGIN
-
-        def run(conn: psycopg.Connection[Any]) -> list[tuple[int, float]]:
-            lib = self._lib(conn, library)
-            if lib.dim is None:
+        while True:
+            owners, vectors = self._nearest(conn, lib, q, limit, article_ids, sentences)
+            if not owners:
                 return []
-            if q.shape[0] != lib.dim:
-                raise IndexMismatchError(
-                    f"The question's vector has {q.shape[0]} dimensions but library {library!r} "
-                    f"holds {lib.dim}. " + _REBUILD_HINT.format(name=library) + "."
-                )
-            nonlocal limit
-            while True:
-                owners, vectors = self._nearest(conn, lib, q, limit, article_ids, sentences)
-                if not owners:
-                    return []
-                scores = vectors @ q
-                if sentences:
-                    best: dict[int, float] = {}
-                    for pid, score in zip(owners, scores.tolist(), strict=True):
-                        if pid not in best or score > best[pid]:
-                            best[pid] = score
-                    ids = np.fromiter(best, dtype=np.int64, count=len(best))
-                    top = _top_k(np.asarray(list(best.values()), dtype=np.float32), ids, k)
-                else:
-                    top = _top_k(scores, np.asarray(owners, dtype=np.int64), k)
-                # Rows not fetched score at most the lowest fetched one: the top k is settled once
-                # its last member beats that (or everything was fetched).
-                if len(owners) < limit or (len(top) == k and top[-1][1] > float(scores.min()) + _SCORE_EPS):
-                    return top
-                limit *= 4
-
-        return self._run(run)
+            scores = vectors @ q
+            if sentences:
+                best: dict[int, float] = {}
+                for pid, score in zip(owners, scores.tolist(), strict=True):
+                    if pid not in best or score > best[pid]:
+                        best[pid] = score
+                ids = np.fromiter(best, dtype=np.int64, count=len(best))
+                top = top_k(np.asarray(list(best.values()), dtype=np.float32), ids, k)
+            else:
+                top = top_k(scores, np.asarray(owners, dtype=np.int64), k)
+            # Rows not fetched score at most the lowest fetched one: the top k is settled once
+            # its last member beats that (or everything was fetched).
+            if len(owners) < limit or (len(top) == k and top[-1][1] > float(scores.min()) + _SCORE_EPS):
+                return top
+            limit *= 4
 
     def _nearest(
         self,
@@ -994,52 +773,48 @@ class PostgresStore:
                 .fetchall()
             )
 
-        by_passage: dict[int, list[SentenceRow]] = {}
-        for pid, start, end, vector in self._run(run):
-            by_passage.setdefault(pid, []).append(SentenceRow(pid, start, end, vector))
-        return [r for pid in passage_ids for r in by_passage.get(pid, [])]
+        return group_by_passage((SentenceRow(*r) for r in self._run(run)), passage_ids)
 
-    def lexical_stats(self, library: str, terms: Sequence[str]) -> tuple[int, float, dict[str, int]]:
-        """Passage count, mean analysed length, and document frequency of ``terms``."""
+    def lexical(
+        self, library: str, terms: Sequence[str], article_ids: Sequence[str] | None = None
+    ) -> LexicalRows:
+        """Passage count, mean analysed length, document frequencies and postings of ``terms``."""
+        terms = list(dict.fromkeys(terms))
 
-        def run(conn: psycopg.Connection[Any]) -> tuple[int, int, dict[str, int]]:
+        def run(conn: psycopg.Connection[Any]) -> tuple[int, int, dict[str, int], list[Any]]:
             lib = self._lib(conn, library)
-            n, total = conn.execute(
-                "SELECT passage_count, total_length FROM libraries WHERE id = %s", (lib.id,)
-            ).fetchone()
+            n, total = _one(
+                conn.execute(
+                    "SELECT passage_count, total_length FROM libraries WHERE id = %s", (lib.id,)
+                ).fetchone()
+            )
             df: dict[str, int] = {}
+            postings: list[Any] = []
             if terms:
                 df = dict(
                     conn.execute(
                         "SELECT term, count(*) FROM postings WHERE library_id = %s AND term = ANY(%s) "
                         "GROUP BY term",
-                        (lib.id, list(terms)),
+                        (lib.id, terms),
                     ).fetchall()
                 )
-            return n, total, df
+            present = [t for t in terms if df.get(t)]
+            if present:
+                sql = "SELECT term, passage_id, tf, length FROM postings WHERE library_id = %s AND term = ANY(%s)"
+                args: list[Any] = [lib.id, present]
+                if article_ids is not None:
+                    sql += (
+                        " AND passage_id IN (SELECT id FROM passages WHERE library_id = %s "
+                        "AND article_id = ANY(%s))"
+                    )
+                    args += [lib.id, list(article_ids)]
+                # The local store's order (SQLite walks its primary key in binary order): BM25 then
+                # adds each passage's terms in the same order, to the same last bit.
+                postings = conn.execute(sql + ' ORDER BY term COLLATE "C", passage_id', args).fetchall()
+            return n, total, df, postings
 
-        n, total, df = self._run(run)
-        return int(n), (total / n if n else 0.0), df
-
-    def postings(
-        self, library: str, terms: Sequence[str], article_ids: Sequence[str] | None = None
-    ) -> Iterator[tuple[str, int, int, int]]:
-        """Every posting of ``terms`` with the passage's analysed length."""
-        if not terms:
-            return iter(())
-
-        def run(conn: psycopg.Connection[Any]) -> list[Any]:
-            lib = self._lib(conn, library)
-            sql = "SELECT term, passage_id, tf, length FROM postings WHERE library_id = %s AND term = ANY(%s)"
-            args: list[Any] = [lib.id, list(terms)]
-            if article_ids is not None:
-                sql += " AND passage_id IN (SELECT id FROM passages WHERE library_id = %s AND article_id = ANY(%s))"
-                args += [lib.id, list(article_ids)]
-            # The local store's order (SQLite walks its primary key in binary order): BM25 then
-            # adds each passage's terms in the same order, to the same last bit.
-            return conn.execute(sql + ' ORDER BY term COLLATE "C", passage_id', args).fetchall()
-
-        return iter([tuple(r) for r in self._run(run)])
+        n, total, df, postings = self._run(run)
+        return LexicalRows(int(n), (total / n if n else 0.0), df, [tuple(r) for r in postings])
 
     # ------------------------------------------------------------------ feedback and cache
 
@@ -1059,7 +834,7 @@ class PostgresStore:
                     feedback.article_id,
                     feedback.vote,
                     feedback.user,
-                    feedback.created_at or _now(),
+                    feedback.created_at or now(),
                     Jsonb(feedback.extra),
                     library,
                 ),
@@ -1109,6 +884,22 @@ class PostgresStore:
 
         self._run(run)
 
+    def claim_cached(self, library: str, kind: str, key: str, article_id: str, value: str) -> bool:
+        """Cache a value only if ``key`` is new; True if this call stored it (one INSERT wins)."""
+
+        def run(conn: psycopg.Connection[Any]) -> bool:
+            lib = self._lib(conn, library)
+            cur = conn.execute(
+                "INSERT INTO cache (library_id, kind, key, article_id, value) "
+                "SELECT %s, %s, %s, id, %s FROM articles WHERE library_id = %s AND id = %s "
+                "ON CONFLICT (library_id, kind, key) DO NOTHING",
+                (lib.id, kind, key, value, lib.id, article_id),
+            )
+            return cur.rowcount == 1
+
+        # Not repeated after a connection lost while committing: the claim may have been stored.
+        return self._run(run, idempotent=False)
+
     # ------------------------------------------------------------------ copying
 
     def export(self, library: str, article_ids: Sequence[str] | None = None) -> Iterator[ArticleWrite]:
@@ -1131,7 +922,7 @@ class PostgresStore:
                 (lib.id, ids),
             ).fetchall()
             passages = cur.execute(
-                f"SELECT {self._PASSAGE_COLS}, embedding FROM passages "
+                f"SELECT {PASSAGE_COLUMNS}, embedding FROM passages "
                 "WHERE library_id = %s AND article_id = ANY(%s) ORDER BY article_id, ordinal",
                 (lib.id, ids),
             ).fetchall()
@@ -1151,9 +942,7 @@ class PostgresStore:
         text_of = {r[0]: (r[1], tuple(tuple(p) for p in r[2])) for r in texts}
         by_article: dict[str, list[tuple[Passage, NDArray[np.float32]]]] = {}
         for r in passage_rows:
-            by_article.setdefault(r[1], []).append(
-                (Passage(r[1], r[2], r[3], r[4], r[5], r[6], id=r[0]), r[7])
-            )
+            by_article.setdefault(r[1], []).append((passage_from_row(r[:7]), r[7]))
         terms: dict[int, dict[str, int]] = {}
         for pid, term, tf in posting_rows:
             terms.setdefault(pid, {})[term] = tf
@@ -1186,21 +975,24 @@ class PostgresStore:
 # ---------------------------------------------------------------------- helpers
 
 
+def _one(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """The row of a query that always returns one (an aggregate, an UPDATE … RETURNING)."""
+    if row is None:
+        raise AssertionError("the query returned no row")
+    return row
+
+
 @functools.cache
 def _numpy_loader() -> type:
     """A loader of pgvector's binary format straight into float32 numpy arrays."""
     from pgvector.psycopg.vector import VectorBinaryLoader
 
-    class NumpyVectorLoader(VectorBinaryLoader):  # type: ignore[misc]
+    class NumpyVectorLoader(VectorBinaryLoader):
         def load(self, data: Any) -> NDArray[np.float32]:  # type: ignore[override]
             dim = int.from_bytes(bytes(data[:2]), "big")
             return np.frombuffer(data, dtype=">f4", count=dim, offset=4).astype(np.float32)
 
     return NumpyVectorLoader
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _stack(vectors: Sequence[NDArray[np.float32]], dim: int | None) -> NDArray[np.float32]:
@@ -1218,6 +1010,3 @@ def _copy(cur: Any, target: str, types: list[str], rows: Iterable[tuple[Any, ...
         copy.set_types(types)
         for row in rows:
             copy.write_row(row)
-
-
-__all__ = ["INSTALL_HINT", "Migration", "PostgresStore", "apply_migrations", "load_migrations"]

@@ -1,0 +1,334 @@
+"""The write path: articles in, passages, sentences, vectors and postings out, committed in batches.
+
+:class:`Ingester` plans each article against the store (new, changed, unchanged, or a twin of a
+stored one), chunks and counts it, embeds passages and sentences in one model pass, and commits
+the result atomically batch by batch. :class:`~embeddings.library.Library` is the front door that
+calls it; nothing here reads the environment or talks to a user.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import numpy as np
+
+from .articles import content_hash
+from .chunking import ChunkSpec, chunk_document, sentence_spans
+from .encoder import Encoder
+from .errors import CitebotError, InputError
+from .lexical import Analyzer
+from .store import ArticleWrite, IndexSpec, Store
+from .types import ArticleInfo, Document, IngestReport, IngestResult, Passage
+
+
+class UrlLoader(Protocol):
+    """Downloads a URL into articles (:class:`embeddings.fetch.Fetcher` is one)."""
+
+    def load(self, url: str) -> list[Document | InputError]:
+        """The articles at ``url``, or errors for parts that could not be used."""
+
+
+ProgressFn = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` while passages are embedded."""
+
+PLAN_BATCH = 256
+"""Articles looked up in the store with one read while planning an ingest."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    write: ArticleWrite  # vectors still zero; filled in by Ingester.embed
+    status: str  # "added" or "replaced"
+
+
+def article_id_candidates(key: str) -> tuple[str, ...]:
+    """The ids an article with ``key`` may get, shortest first (longer ones avoid a collision)."""
+    digest = hashlib.sha1(key.encode()).hexdigest()
+    return tuple(digest[:n] for n in (8, 12, 16, 40))
+
+
+def passage_sentences(
+    passages: Sequence[Passage], spans: Sequence[tuple[int, int, int]]
+) -> list[tuple[int, int, int]]:
+    """Each passage's sentences as ``(passage_ordinal, start, end)``, from the document's sentences.
+
+    A passage is packed from whole sentences, or is one piece of an over-long sentence, so its
+    sentences are the document's sentences clipped to its span (the sentences are split once).
+    """
+    starts = [s for _, s, _ in spans]
+    out: list[tuple[int, int, int]] = []
+    for p in passages:
+        # The first sentence that may overlap the passage ends after its start.
+        i = max(0, bisect.bisect_right(starts, p.start) - 1)
+        while i < len(spans) and spans[i][1] < p.end:
+            _, a, b = spans[i]
+            if b > p.start:
+                out.append((p.ordinal, max(a, p.start), min(b, p.end)))
+            i += 1
+    return out
+
+
+class Ingester:
+    """Writes articles into one library of a store; see the module docstring.
+
+    The caller holds the library's write lock (:meth:`Store.writer`) around every call.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        encoder: Encoder,
+        library: str,
+        spec: IndexSpec,
+        chunk: ChunkSpec,
+        analyzer: Analyzer,
+    ) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.library = library
+        self.spec = spec
+        self.chunk = chunk
+        self.analyzer = analyzer
+
+    def ingest(
+        self,
+        items: Iterable[Document | CitebotError],
+        *,
+        progress: ProgressFn | None = None,
+        batch_passages: int = 512,
+    ) -> IngestReport:
+        """Add or replace articles; unchanged ones are skipped and errors reported per source.
+
+        Articles are committed in batches of about ``batch_passages`` passages, each batch
+        atomically, so an interrupted ingest keeps every article it finished and no part of
+        the one it was working on.
+        """
+        results: list[IngestResult] = []
+        planned = list(self._plan_all(items, results))
+        total = sum(len(p.write.passages) for p in planned)
+        done = 0
+        if progress is not None:
+            progress(0, total)
+        batch: list[_Planned] = []
+        size = 0
+        for plan in planned:
+            batch.append(plan)
+            size += len(plan.write.passages)
+            if size >= batch_passages:
+                done = self._commit(batch, results, done, total, progress)
+                batch, size = [], 0
+        if batch:
+            self._commit(batch, results, done, total, progress)
+        return IngestReport(tuple(results))
+
+    def prepare(self, doc: Document, article_id: str, digest: str) -> ArticleWrite:
+        """Chunk an article, split its sentences and count its terms; vectors are zero until embedded."""
+        spans = sentence_spans(doc)
+        passages = chunk_document(
+            doc,
+            self.chunk,
+            self.encoder.count_tokens,
+            self.encoder.token_offsets,
+            article_id=article_id,
+            sentences=spans,
+        )
+        info = ArticleInfo(
+            id=article_id,
+            title=doc.title,
+            byline=doc.byline,
+            date=doc.date,
+            url=doc.url,
+            source=doc.source,
+            key=doc.key,
+            content_hash=digest,
+            passage_count=len(passages),
+            paragraph_count=len(doc.paragraphs),
+            added_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        sentences = passage_sentences(passages, spans)
+        return ArticleWrite(
+            info=info,
+            text=doc.text,
+            paragraphs=doc.paragraphs,
+            passages=passages,
+            vectors=np.zeros((len(passages), self.encoder.dim), dtype=np.float32),
+            terms=[self.analyzer.counts(p.text) for p in passages],
+            sentences=sentences,
+            sentence_vectors=np.zeros((len(sentences), self.encoder.dim), dtype=np.float32),
+        )
+
+    def embed(
+        self, writes: Sequence[ArticleWrite], progress: Callable[[int], None] | None
+    ) -> list[ArticleWrite]:
+        """Embed passages and their (distinct) sentences in one pass and attach the vectors.
+
+        Progress counts passages; a passage is reported once its sentences are done too.
+        """
+        texts = [p.text for w in writes for p in w.passages]
+        # A sentence shared by overlapping passages is embedded once.
+        spans: dict[tuple[int, int, int], int] = {}
+        for wi, w in enumerate(writes):
+            for _, a, b in w.sentences:
+                spans.setdefault((wi, a, b), len(spans))
+        sentence_texts = [writes[wi].text[a:b] for wi, a, b in spans]
+        n_passages = len(texts)
+        scale = n_passages / max(1, n_passages + len(sentence_texts))
+        reported = 0
+        seen = 0
+
+        def step(n: int) -> None:
+            nonlocal reported, seen
+            seen += n
+            now = int(seen * scale)
+            if progress is not None and now > reported:
+                progress(now - reported)
+                reported = now
+
+        vectors = self.encoder.encode(texts + sentence_texts, kind="passage", progress=step)
+        if progress is not None and n_passages > reported:
+            progress(n_passages - reported)
+        out: list[ArticleWrite] = []
+        row = 0
+        for wi, w in enumerate(writes):
+            n = len(w.passages)
+            rows = [n_passages + spans[(wi, a, b)] for _, a, b in w.sentences]
+            out.append(
+                ArticleWrite(
+                    w.info,
+                    w.text,
+                    w.paragraphs,
+                    w.passages,
+                    vectors[row : row + n],
+                    w.terms,
+                    w.sentences,
+                    vectors[rows].reshape(len(rows), -1),
+                )
+            )
+            row += n
+        return out
+
+    # ------------------------------------------------------------------ planning
+
+    def _plan_all(
+        self, items: Iterable[Document | CitebotError], results: list[IngestResult]
+    ) -> Iterator[_Planned]:
+        """Plan every article, looking the store up once per :data:`PLAN_BATCH` articles."""
+        seen_keys: set[str] = set()
+        taken: dict[str, str] = {}  # id -> key, of the articles planned in this ingest
+        hashes: dict[str, str] = {}  # content hash -> id, likewise
+        pending: list[Document] = []
+
+        def flush() -> Iterator[_Planned]:
+            yield from self._plan_batch(pending, results, taken, hashes)
+            pending.clear()
+
+        for item in items:
+            if isinstance(item, CitebotError):
+                results.append(IngestResult(source="", status="skipped", reason=str(item)))
+                continue
+            if item.key in seen_keys:
+                results.append(
+                    IngestResult(
+                        item.source or item.key,
+                        "skipped",
+                        reason="appears twice in this ingest; kept the first",
+                    )
+                )
+                continue
+            seen_keys.add(item.key)
+            pending.append(item)
+            if len(pending) >= PLAN_BATCH:
+                yield from flush()
+        yield from flush()
+
+    def _plan_batch(
+        self,
+        docs: Sequence[Document],
+        results: list[IngestResult],
+        taken: dict[str, str],
+        hashes: dict[str, str],
+    ) -> Iterator[_Planned]:
+        if not docs:
+            return
+        digests = [content_hash(d) for d in docs]
+        candidates = {d.key: article_id_candidates(d.key) for d in docs}
+        stored = self.store.find_articles(
+            self.library,
+            keys=[d.key for d in docs],
+            content_hashes=digests,
+            ids=[i for ids in candidates.values() for i in ids],
+        )
+        by_key = {a.key: a for a in stored}
+        by_id = {a.id: a for a in stored}
+        by_hash: dict[str, ArticleInfo] = {}
+        for a in stored:
+            by_hash.setdefault(a.content_hash, a)
+        for doc, digest in zip(docs, digests, strict=True):
+            source = doc.source or doc.key
+            existing = by_key.get(doc.key)
+            if existing is not None and existing.content_hash == digest:
+                results.append(IngestResult(source, "unchanged", existing))
+                continue
+            if existing is None:
+                twin = by_hash.get(digest)
+                if twin is not None:
+                    results.append(
+                        IngestResult(
+                            source, "unchanged", twin, reason=f"same text as article {twin.id} already here"
+                        )
+                    )
+                    continue
+                if digest in hashes:
+                    results.append(
+                        IngestResult(
+                            source, "skipped", reason=f"same text as article {hashes[digest]} in this ingest"
+                        )
+                    )
+                    continue
+            article_id = existing.id if existing else self._new_id(doc.key, candidates[doc.key], by_id, taken)
+            taken[article_id] = doc.key
+            hashes[digest] = article_id
+            yield _Planned(self.prepare(doc, article_id, digest), "replaced" if existing else "added")
+
+    @staticmethod
+    def _new_id(
+        key: str, candidates: Sequence[str], stored: dict[str, ArticleInfo], taken: dict[str, str]
+    ) -> str:
+        """The shortest id of ``key`` that no other article (stored or in this ingest) has."""
+        for candidate in candidates:
+            other = stored.get(candidate)
+            if (other is None or other.key == key) and taken.get(candidate, key) == key:
+                return candidate
+        raise AssertionError("sha1 collision")
+
+    # ------------------------------------------------------------------ committing
+
+    def _commit(
+        self,
+        batch: list[_Planned],
+        results: list[IngestResult],
+        done: int,
+        total: int,
+        progress: ProgressFn | None,
+    ) -> int:
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(done, total)
+
+        writes = self.embed([p.write for p in batch], step)
+        self.store.write(self.library, writes)
+        results.extend(
+            IngestResult(w.info.source or w.info.key, p.status, w.info)
+            for w, p in zip(writes, batch, strict=True)
+        )
+        return done
+
+
+__all__ = ["PLAN_BATCH", "Ingester", "ProgressFn", "UrlLoader", "article_id_candidates", "passage_sentences"]

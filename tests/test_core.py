@@ -1,0 +1,210 @@
+"""The core owns every rule about answers: store calls per question, follow-ups, records, votes,
+and errors that carry facts which each front end words for its own user."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.wording import for_cli, for_discord
+from embeddings import (
+    CorruptIndexError,
+    Document,
+    EmptyLibraryError,
+    HashEncoder,
+    IndexMismatchError,
+    LibraryBusyError,
+    LocalStore,
+    NotFoundError,
+    StoreUnavailableError,
+)
+from embeddings.library import FOLLOW_UP_WIDENED, FOLLOW_UP_WITHIN, Library
+
+
+class CountingStore:
+    """Wraps a store and counts the calls made to it, by method name."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
+
+        return counted
+
+
+def doc(key: str, title: str, *paragraphs: str) -> Document:
+    text = "\n\n".join(paragraphs)
+    spans, at = [], 0
+    for p in paragraphs:
+        spans.append((at, at + len(p)))
+        at += len(p) + 2
+    return Document(key=key, title=title, text=text, paragraphs=tuple(spans))
+
+
+ARTICLES = [
+    doc("cats", "All about cats", "Cats purr when they are content.", "A cat sleeps sixteen hours a day."),
+    doc("dogs", "All about dogs", "Dogs bark at strangers.", "A dog can learn many words."),
+    doc("owls", "All about owls", "Owls hunt at night.", "An owl can turn its head far around."),
+]
+
+
+@pytest.fixture
+def counted(tmp_path: Path, hash_encoder: HashEncoder) -> tuple[Library, CountingStore]:
+    store = CountingStore(LocalStore(tmp_path / "data"))
+    library = Library(store, hash_encoder, "lib")  # type: ignore[arg-type]
+    library.ingest(ARTICLES)
+    yield library, store
+    store.inner.close()
+
+
+@pytest.fixture
+def real(tmp_path: Path, model: Any) -> Library:
+    """The three articles with the real model: answered or declined depends on real confidence."""
+    library = Library(LocalStore(tmp_path / "real"), model, "lib")
+    library.ingest(ARTICLES)
+    return library
+
+
+def test_a_question_makes_at_most_four_store_calls(counted: tuple[Library, CountingStore]):
+    library, store = counted
+    library.ask("How long does a cat sleep?")  # the first read checks the library's spec once
+    store.calls.clear()
+    answer = library.ask("How long does a cat sleep?")
+    assert answer.hits
+    assert sum(store.calls.values()) <= 4, store.calls
+    assert "get_article" not in store.calls  # metadata comes without the article's text
+
+
+def test_ingest_looks_articles_up_once_per_batch(counted: tuple[Library, CountingStore]):
+    library, store = counted
+    store.calls.clear()
+    changed = doc("cats", "All about cats", "Cats purr when they are happy.", "They sleep a lot.")
+    new = [doc(f"n{i}", f"Note {i}", f"Note number {i} is about topic {i}.") for i in range(5)]
+    report = library.ingest([changed, *new, ARTICLES[1]])
+    assert [r.status for r in report.results].count("added") == 5
+    assert report.count("replaced") == 1 and report.count("unchanged") == 1
+    assert store.calls["find_articles"] == 1
+    assert "get_article" not in store.calls and "find_article" not in store.calls
+
+
+def test_same_text_twice_in_one_ingest_is_stored_once(tmp_path: Path, hash_encoder: HashEncoder):
+    library = Library(LocalStore(tmp_path), hash_encoder, "lib")
+    a = doc("a.txt", "Copy", "The same words in both files.")
+    b = doc("b.txt", "Copy", "The same words in both files.")
+    report = library.ingest([a, b])
+    assert [r.status for r in report.results] == ["skipped", "added"] or [
+        r.status for r in report.results
+    ] == ["added", "skipped"]
+    assert len(library.articles()) == 1
+
+
+def test_follow_up_searches_the_previous_article_first(real: Library):
+    library = real
+    first = library.ask("Why do cats purr?", record_as="1")
+    assert first.best is not None and first.best.article.title == "All about cats"
+    within = library.follow_up("How many hours a day does a cat sleep?", "1", record_as="2")
+    assert FOLLOW_UP_WITHIN in within.notes and within.best is not None
+    assert within.best.article.title == "All about cats"
+    widened = library.follow_up("At what time of day do owls hunt?", "2")
+    assert FOLLOW_UP_WIDENED in widened.notes
+    assert widened.best is not None and widened.best.article.title == "All about owls"
+    # An unknown previous answer (another server's id) is an ordinary question, without a note.
+    plain = library.follow_up("When do owls hunt?", "999")
+    assert not any(n.startswith("Follow-up") for n in plain.notes)
+
+
+def test_records_go_with_their_article(counted: tuple[Library, CountingStore]):
+    library, _ = counted
+    answer = library.ask("Why do cats purr?", record_as="7")
+    recorded = library.recorded("7")
+    assert recorded.best.passage == answer.hits[0].passage
+    assert recorded.record.question == "Why do cats purr?"
+    library.forget("All about cats")
+    with pytest.raises(NotFoundError) as err:
+        library.recorded("7")
+    assert err.value.kind == "answer" and err.value.library == "lib"
+
+
+def test_a_vote_counts_once_per_voter_even_when_racing(counted: tuple[Library, CountingStore]):
+    library, store = counted
+    library.ask("Why do cats purr?", record_as="9")
+    results: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def click() -> None:
+        barrier.wait()
+        results.append(library.vote("9", "user-1", up=True, context={"guild": "5"}))
+
+    threads = [threading.Thread(target=click) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 1
+    assert library.vote("9", "user-2", up=False) is True
+    votes = store.inner.list_feedback("lib")
+    assert sorted(v.vote for v in votes) == [-1, 1]
+    assert {v.extra["guild"] for v in votes if v.user == "user-1"} == {"5"}
+    assert all(v.extra["title"] == "All about cats" for v in votes)
+
+
+# ---------------------------------------------------------------------- one error, two wordings
+
+names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True).filter(lambda n: ".." not in n)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    library=names,
+    differences=st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=3),
+    rebuildable=st.booleans(),
+)
+def test_each_front_end_words_the_remedy(library: str, differences: list[str], rebuildable: bool):
+    errors = [
+        IndexMismatchError(library, differences),
+        CorruptIndexError(library, "passage vectors", "do not match", rebuildable=rebuildable, location="/x"),
+        EmptyLibraryError(library),
+        LibraryBusyError(library, "pid 1 on host, since now"),
+        StoreUnavailableError("unreachable", "connection refused"),
+    ]
+    for error in errors:
+        fact = str(error)
+        # The core states facts only: no command, no setting.
+        assert "`citebot" not in fact and "DATABASE_URL" not in fact and "--library" not in fact
+        cli = for_cli(error)
+        discord_text, _ = for_discord(error)
+        assert cli.startswith(fact) and len(cli) > len(fact)
+        assert "`citebot" not in discord_text and "DATABASE_URL" not in discord_text
+        # Discord members never see the internal library name either.
+        assert f"'{library}'" not in discord_text
+
+
+def test_the_same_error_reads_differently_at_the_terminal_and_on_discord():
+    error = IndexMismatchError("guild-1", ["model: index has 'a', settings have 'b'"])
+    assert for_cli(error) == (
+        "Library 'guild-1' was built with other settings (model: index has 'a', settings have 'b'). "
+        "Run `citebot rebuild --library guild-1` to rebuild it with the current settings, or change "
+        "the settings back."
+    )
+    assert for_discord(error) == (
+        "This library needs maintenance by the bot's operator; it has been logged.",
+        True,
+    )
+    damaged = CorruptIndexError(
+        "default", "database", "is damaged (file is not a database)", rebuildable=False, location="/d"
+    )
+    assert for_cli(damaged).endswith("Move /d aside and ingest the articles again (`citebot ingest PATH`).")
