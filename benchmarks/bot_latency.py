@@ -43,8 +43,7 @@ from discord.webhook.async_ import async_context  # noqa: E402
 from bot.client import WORKERS  # noqa: E402
 from bot.config import Settings  # noqa: E402
 from bot.services import make_library, quiet_model_loading  # noqa: E402
-from embeddings import Document, LocalStore, SentenceTransformerEncoder  # noqa: E402
-from tests.bot_fakes import (  # noqa: E402  (the offline Discord of the tests)
+from bot.testing import (  # noqa: E402  (the offline Discord the tests use)
     ADMIN_ID,
     ADMIN_PERMISSIONS,
     GUILD_A,
@@ -52,6 +51,7 @@ from tests.bot_fakes import (  # noqa: E402  (the offline Discord of the tests)
     attachment_payload,
     start_bot,
 )
+from embeddings import Document, LocalStore, SentenceTransformerEncoder  # noqa: E402
 
 TICK = 0.005
 

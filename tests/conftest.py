@@ -73,7 +73,7 @@ def bot_data(tmp_path_factory: pytest.TempPathFactory, model):
 @pytest.fixture
 async def discord_bot(bot_data, model):
     """A bot on the shared store with the real model, cooldown off, HTTP recorded."""
-    from .bot_fakes import running_bot
+    from bot.testing import running_bot
 
     async with running_bot(bot_data.settings, bot_data.store, model) as fake:
         yield fake

@@ -17,10 +17,7 @@ from discord import app_commands
 from bot import render
 from bot.config import Settings
 from bot.services import make_library
-from embeddings import Document, HashEncoder, LocalStore
-from embeddings.fetch import Fetcher
-
-from .bot_fakes import (
+from bot.testing import (
     ADMIN_ID,
     ADMIN_PERMISSIONS,
     BOT_ID,
@@ -35,6 +32,8 @@ from .bot_fakes import (
     running_bot,
     user_payload,
 )
+from embeddings import Document, HashEncoder, LocalStore
+from embeddings.fetch import Fetcher
 
 PAGE = b"""<!doctype html><html><head><title>Otters in the city canals</title></head><body><article>
 <h1>Otters in the city canals</h1>

@@ -10,10 +10,11 @@ import pytest
 
 from bot import render
 from bot.config import Settings
+from bot.testing import GUILD_A, GUILD_B, GUILD_EMPTY, FakeDiscord, running_bot
 from bot.wording import EMPTY_LIBRARY
 from embeddings import Document, HashEncoder, Library, LocalStore
 
-from .bot_fakes import GUILD_A, GUILD_B, GUILD_EMPTY, SEED_TITLE, FakeDiscord, running_bot
+from .bot_fakes import SEED_TITLE
 
 HAS_SUMMARIZE = hasattr(Library, "summarize")
 

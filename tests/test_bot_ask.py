@@ -9,17 +9,12 @@ from typing import Any
 from discord import app_commands
 
 from bot import render
-from bot.wording import ANSWER_GONE as GONE
-from bot.wording import EMPTY_LIBRARY
-from embeddings import Library
-
-from .bot_fakes import (
+from bot.testing import (
     ADMIN_ID,
     BOT_ID,
     GUILD_A,
     GUILD_B,
     GUILD_EMPTY,
-    SEED_TITLE,
     USER_ID,
     FakeDiscord,
     Sent,
@@ -27,6 +22,11 @@ from .bot_fakes import (
     running_bot,
     user_payload,
 )
+from bot.wording import ANSWER_GONE as GONE
+from bot.wording import EMPTY_LIBRARY
+from embeddings import Library
+
+from .bot_fakes import SEED_TITLE
 
 US_QUESTION = "What has the US seen in Ukraine?"
 BREAD_QUESTION = "How long does the dough rise during bulk fermentation?"

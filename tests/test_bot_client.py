@@ -22,18 +22,9 @@ from bot import render
 from bot.cli import EXIT_ERROR, EXIT_OK, main
 from bot.client import APOLOGY, Citebot, RedactToken, make_intents, serve
 from bot.config import ConfigError, Settings
+from bot.testing import ADMIN_ID, APP_ID, GUILD_A, TOKEN, FakeDiscord, Recorder, RecordingHTTP, running_bot
 from embeddings import CorruptIndexError, Feedback, HashEncoder, Library, LocalStore
 
-from .bot_fakes import (
-    ADMIN_ID,
-    APP_ID,
-    GUILD_A,
-    TOKEN,
-    FakeDiscord,
-    Recorder,
-    RecordingHTTP,
-    running_bot,
-)
 from .conftest import ROOT
 
 COMMANDS = {"ask", "articles", "summary", "help", "ingest", "forget", "Ask citebot"}
