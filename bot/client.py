@@ -31,6 +31,7 @@ from embeddings.fetch import Fetcher
 
 from . import wording
 from .config import Settings
+from .limits import fit
 from .services import ensure_seeded, make_library
 
 log = logging.getLogger(__name__)
@@ -221,9 +222,9 @@ async def reply_privately(interaction: discord.Interaction[Any], content: str) -
     try:
         if interaction.response.is_done():
             # After a defer the first follow-up replaces "thinking…" (with the defer's visibility).
-            await interaction.followup.send(content, ephemeral=True)
+            await interaction.followup.send(**fit(content=content, ephemeral=True))
         else:
-            await interaction.response.send_message(content, ephemeral=True)
+            await interaction.response.send_message(**fit(content=content, ephemeral=True))
     except discord.HTTPException:
         log.warning("could not answer interaction %s (expired?)", interaction.id, exc_info=True)
 
@@ -393,7 +394,7 @@ class Citebot(commands.AutoShardedBot):
             log.debug("ignored text command from %s: %s", ctx.author.id, error)
             return
         if isinstance(error, commands.UserInputError):
-            await ctx.reply(str(error))
+            await ctx.reply(**fit(content=str(error)))
             return
         original = getattr(error, "original", error)
         log.error(

@@ -1,15 +1,21 @@
 """Core results -> Discord messages, always within Discord's limits. Pure: no I/O, no state.
 
-Article text is untrusted: it is Markdown-escaped before it is shown (so a passage cannot
-format itself as a heading or a masked link) and cut on sentence boundaries with "…" where a
-limit would be crossed. Mentions in article text cannot ping anyone because the client sends
-every message with ``AllowedMentions.none()``.
+Everything that comes from an article (text, title, byline, date, URL) is untrusted. It reaches
+Discord only through :func:`escape` (Markdown text) or :func:`plain` (footers and author names,
+which Discord shows as written): Markdown is escaped, and mention syntax (``<@id>``, ``<@&id>``,
+``<#id>``, ``@everyone``, ``@here``) and link schemes (``https://``) are broken with an invisible
+zero-width space, so nothing from an article becomes a pill or a link the bot did not write.
+An article's URL is shown only as an embed's or a link button's target, after :func:`safe_url`
+checked it, never inside ``[text](url)``. Mentions could not ping anyone anyway: the client
+sends every message with ``AllowedMentions.none()``. Sizes are kept by :mod:`bot.limits`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import discord
 from discord.utils import escape_markdown
@@ -62,16 +68,86 @@ def shorten(text: str, limit: int) -> str:
     return cut.rstrip(" ,;:-") + ELLIPSIS
 
 
+ZWSP = "\u200b"
+# Mention and channel syntax (<@id>, <@!id>, <@&id>, <#id>, </command:id>, custom emoji, timestamps)
+_ANGLE = re.compile(r"<(?=[@#/:at]|a:)", re.IGNORECASE)
+_EVERYONE = re.compile(r"@(?=everyone|here)", re.IGNORECASE)
+_SCHEME = re.compile(r"(?<=:)(?=//)")  # "https://x" becomes "https:\u200b//x": no longer a link
+_BRACKET = re.compile(r"(?<!\\)\[")
+_INVITE = re.compile(r"(?<=discord)(?=\.gg/)|(?<=discord)(?=\.com/invite)", re.IGNORECASE)
+
+URL_CAP = 512
+"""Longest article URL the bot links to; a longer one is shown nowhere rather than cut."""
+
+
+def plain(text: str) -> str:
+    """Untrusted text for places Discord shows as written (footer, author): mentions and links defused."""
+    text = _ANGLE.sub("<" + ZWSP, text)
+    text = _EVERYONE.sub("@" + ZWSP, text)
+    text = _SCHEME.sub(ZWSP, text)
+    return _INVITE.sub(ZWSP, text)
+
+
 def escape(text: str) -> str:
-    """Markdown-escape untrusted text so it shows as written."""
-    return escape_markdown(text, ignore_links=False)
+    """Untrusted text for Markdown: escaped so it shows as written, mentions and links defused.
+
+    The one escaping function of the bot: every article-derived string that reaches a message
+    or an embed's Markdown goes through it.
+    """
+    escaped = escape_markdown(text, ignore_links=False)
+    # escape_markdown escapes a masked link only when "[text](url)" is whole in one call; text is
+    # escaped in pieces around the bold sentence, so escape every "[" that is not escaped yet.
+    return plain(_BRACKET.sub(r"\\[", escaped))
+
+
+def safe_url(url: str | None) -> str | None:
+    """A well-formed http(s) article URL, percent-encoded, or None.
+
+    Refused: other schemes, whitespace or control characters, a user name or password in the
+    address (``https://discord.com@evil.example``), no host, and anything over
+    :data:`URL_CAP` characters.
+    """
+    if not url or len(url) > URL_CAP or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not host or "@" in parts.netloc:
+        return None
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    netloc = host if port is None else f"{host}:{port}"
+    keep = "/%:@!$&'()*+,;=-._~"
+    encoded = urlunsplit(
+        (
+            parts.scheme.lower(),
+            netloc,
+            quote(parts.path, safe=keep),
+            quote(parts.query, safe=keep + "?"),
+            quote(parts.fragment, safe=keep + "?"),
+        )
+    )
+    return encoded if len(encoded) <= URL_CAP else None
 
 
 def _web_url(url: str | None) -> str | None:
-    """``url`` if Discord accepts it as a link target, else None."""
-    if url and url.startswith(("http://", "https://")) and len(url) <= URL_LIMIT and " " not in url:
-        return url
-    return None
+    """``url`` if it may be a link target (:func:`safe_url`), else None."""
+    return safe_url(url)
+
+
+def link_button(
+    url: str | None, label: str = "Open the article"
+) -> discord.ui.Button[discord.ui.View] | None:
+    """A link button to an article's checked URL, or None when it has no usable one."""
+    link = safe_url(url)
+    if link is None:
+        return None
+    return discord.ui.Button(style=discord.ButtonStyle.link, label=label, url=link, emoji="🔗")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,11 +220,11 @@ def citation_footer(citation: Citation) -> str:
     """Byline, date and paragraph: the part of a citation that goes below the passage."""
     parts = []
     if citation.byline:
-        parts.append(f"by {citation.byline}")
+        parts.append(f"by {shorten(citation.byline, 300)}")
     if citation.date:
-        parts.append(citation.date)
+        parts.append(shorten(citation.date, 60))
     parts.append(f"¶ {citation.paragraph}")
-    return shorten(" · ".join(parts), EMBED_FOOTER)
+    return plain(shorten(" · ".join(parts), EMBED_FOOTER - 100))
 
 
 def confidence_label(confidence: float) -> str:
@@ -163,7 +239,7 @@ def _colour(confidence: float) -> discord.Colour:
 
 
 def _author(embed: discord.Embed, title: str, url: str | None) -> None:
-    embed.set_author(name=shorten(title, EMBED_AUTHOR), url=_web_url(url))
+    embed.set_author(name=plain(shorten(title, EMBED_AUTHOR - 20)), url=_web_url(url))
 
 
 # ---------------------------------------------------------------------- answers
@@ -184,9 +260,8 @@ def answer_embed(answer: Answer, *, budget: int = ANSWER_BUDGET, note: str | Non
     _author(embed, citation.title, citation.url)
     embed.set_footer(text=citation_footer(citation))
     embed.add_field(name="Confidence", value=confidence_label(answer.confidence), inline=True)
-    link = _web_url(citation.url)
-    if link:
-        embed.add_field(name="Source", value=f"[Open the article]({link})", inline=True)
+    # The article's link is the author line's target and a link button (answer_view), never
+    # Markdown: a crafted URL cannot render as a link text of its choosing.
     notes = [*answer.notes, *([note] if note else [])]
     if notes:
         embed.add_field(name="Note", value=shorten("\n".join(notes), EMBED_FIELD_VALUE), inline=False)
@@ -220,18 +295,30 @@ def sources_embed(hits: Sequence[Hit], *, budget: int = SOURCE_BUDGET) -> discor
         return embed
     for hit in hits[: EMBED_FIELDS - 1]:
         citation = hit.citation
-        link = _web_url(citation.url)
-        tail = f"\n— {citation_footer(citation)}" + (f" · [link]({link})" if link else "")
+        tail = f"\n— {escape(shorten(citation_footer(citation), 300))}"
         room = EMBED_FIELD_VALUE - len(tail)
-        if room < 80:  # a monstrous link: drop it rather than the passage
-            tail = f"\n— {shorten(citation_footer(citation), 200)}"
-            room = EMBED_FIELD_VALUE - len(tail)
         body = excerpt(hit.passage.text, min(budget, room)).text
         name = shorten(f"{hit.rank}. {escape(citation.title)}", EMBED_FIELD_NAME)
         if len(embed) + len(name) + len(body) + len(tail) > EMBED_TOTAL:
             break
         embed.add_field(name=name, value=body + tail, inline=False)
     return embed
+
+
+def choice_label(article: ArticleInfo) -> str:
+    """An article as an autocomplete choice: its title and date, plain, at most 100 characters."""
+    label = shorten(article.title, 80) + (f" ({shorten(article.date, 15)})" if article.date else "")
+    return plain(label)[:CHOICE_NAME] or article.id
+
+
+def sources_view(hits: Sequence[Hit]) -> discord.ui.View | None:
+    """Link buttons to the articles of "Other sources" that have a usable URL (None if none)."""
+    view = discord.ui.View(timeout=None)
+    for hit in hits[: EMBED_FIELDS - 1]:
+        button = link_button(hit.article.url, label=f"Source {hit.rank}")
+        if button is not None and len(view.children) < 5:
+            view.add_item(button)
+    return view if view.children else None
 
 
 # ---------------------------------------------------------------------- summaries and lists
@@ -259,10 +346,10 @@ def summary_embed(summary: Summary) -> discord.Embed:
     embed.description = "\n".join(lines) or "This article has no sentences to summarise."
     parts = [f"Summary: {len(summary.sentences)} sentence(s) quoted from the article"]
     if info.byline:
-        parts.append(f"by {info.byline}")
+        parts.append(f"by {shorten(info.byline, 300)}")
     if info.date:
-        parts.append(info.date)
-    embed.set_footer(text=shorten(" · ".join(parts), EMBED_FOOTER))
+        parts.append(shorten(info.date, 60))
+    embed.set_footer(text=plain(shorten(" · ".join(parts), EMBED_FOOTER - 100)))
     notes = list(summary.notes)
     if summary.whole:
         notes.insert(0, "The article is short: this is all of it.")
@@ -286,13 +373,12 @@ def articles_embed(
     lines = []
     for n, a in enumerate(articles[page * page_size : (page + 1) * page_size], start=page * page_size + 1):
         name = escape(shorten(a.title, 200))
-        link = _web_url(a.url)
-        head = f"{n}. [{name}]({link})" if link and len(link) < 300 else f"{n}. **{name}**"
+        head = f"{n}. **{name}**"
         meta = [f"`{a.id}`"]
         if a.byline:
             meta.append(f"by {escape(shorten(a.byline, 80))}")
         if a.date:
-            meta.append(a.date)
+            meta.append(escape(shorten(a.date, 40)))
         meta.append(f"{a.passage_count} passage(s)")
         lines.append(f"{head}\n{' · '.join(meta)}")
     embed.description = shorten("\n".join(lines), EMBED_DESCRIPTION) if lines else "No articles yet."
@@ -314,7 +400,10 @@ def ingest_embed(report: IngestReport, source: str) -> discord.Embed:
     ok = any(r.status != "skipped" for r in report.results)
     embed = discord.Embed(
         title=shorten(
-            f"Added {added} article(s) from {source}" if added else f"Nothing new from {source}", EMBED_TITLE
+            f"Added {added} article(s) from {escape(shorten(source, 150))}"
+            if added
+            else f"Nothing new from {escape(shorten(source, 150))}",
+            EMBED_TITLE,
         ),
         colour=COLOUR_HIGH if added else COLOUR_MEDIUM if ok else COLOUR_LOW,
     )

@@ -69,7 +69,9 @@ def test_short_answer_is_shown_whole_with_the_sentence_in_bold():
     assert embed.author.name == "Seals of the estuary" and embed.author.url == "https://example.org/seals"
     assert embed.footer.text == "by Mia Lund · 2024-05-01 · ¶ 2"
     assert embed.fields[0].name == "Confidence" and embed.fields[0].value == "▰▰▰▰▱ 0.81 (high)"
-    assert embed.fields[1].value == "[Open the article](https://example.org/seals)"
+    # The link is the author line's target (and a link button), never Markdown in a field.
+    assert all("](" not in f.value for f in embed.fields)
+    assert render.link_button("https://example.org/seals").url == "https://example.org/seals"
     assert render.embed_problems(embed) == []
 
 
@@ -105,7 +107,8 @@ def test_article_text_cannot_format_itself_or_inject_links():
     embed = render.answer_embed(answer(text, None))
     d = embed.description or ""
     assert "\\# Breaking" in d and "\\*\\*Not bold\\*\\*" in d and "\\_not italic\\_" in d
-    assert "\\[click](https://evil.example)" in d and "\\~\\~x\\~\\~" in d and "\\`code\\`" in d
+    assert "\\[click](https:\u200b//evil.example)" in d and "\\~\\~x\\~\\~" in d and "\\`code\\`" in d
+    assert "https://" not in d and "@everyone" not in d and "<@123>" not in d
 
 
 def test_links_only_when_they_are_web_links():

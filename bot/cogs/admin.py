@@ -17,6 +17,7 @@ from embeddings.fetch import Fetcher
 
 from .. import render
 from ..client import Citebot, UserError, guild_only_check
+from ..limits import fit
 from .articles import article_autocomplete
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class Admin(commands.Cog):
             report.count("replaced"),
             report.count("skipped"),
         )
-        await interaction.followup.send(embed=render.ingest_embed(report, source), ephemeral=True)
+        await interaction.followup.send(**fit(embed=render.ingest_embed(report, source), ephemeral=True))
 
     @app_commands.command(name="forget")
     @app_commands.describe(article="The article to remove (start typing its title)")
@@ -112,9 +113,11 @@ class Admin(commands.Cog):
         info = await self.bot.in_library(interaction.guild_id, Library.forget, article)
         log.info("guild %s: user %s forgot %s", interaction.guild_id, interaction.user.id, info.id)
         await interaction.followup.send(
-            f"Removed “{render.escape(render.shorten(info.title, 200))}” ({info.passage_count} "
-            "passages) from this server's library.",
-            ephemeral=True,
+            **fit(
+                content=f"Removed “{render.escape(render.shorten(info.title, 200))}” "
+                f"({info.passage_count} passages) from this server's library.",
+                ephemeral=True,
+            )
         )
 
     @commands.command(name="sync", hidden=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -13,8 +14,11 @@ from embeddings import ArticleInfo, CitebotError, Library, Summary
 
 from .. import render
 from ..client import Citebot, UserError, report_error
+from ..limits import fit, fit_choices
 
 MAX_SUMMARY_SENTENCES = 10
+
+log = logging.getLogger(__name__)
 
 
 async def article_autocomplete(
@@ -30,6 +34,10 @@ async def article_autocomplete(
         )
     except (UserError, CitebotError):
         return []  # an empty library has nothing to suggest
+    except Exception:
+        # Discord shows "Loading options failed" when an autocomplete sends nothing: answer empty.
+        log.exception("autocomplete failed (guild %s)", interaction.guild_id)
+        return []
     typed = " ".join(current.split()).casefold()
     newest_first = list(reversed(articles))
     if typed:
@@ -40,9 +48,8 @@ async def article_autocomplete(
         matches = newest_first
     choices = []
     for a in matches[: render.CHOICES]:
-        label = a.title + (f" ({a.date})" if a.date else "")
-        choices.append(app_commands.Choice(name=render.shorten(label, render.CHOICE_NAME), value=a.id))
-    return choices
+        choices.append(app_commands.Choice(name=render.choice_label(a), value=a.id))
+    return fit_choices(choices)
 
 
 class PageButton(
@@ -78,7 +85,7 @@ class PageButton(
             embed, view = articles_page(
                 articles, self.page, interaction.client.libraries.label(interaction.guild_id)
             )
-            await interaction.edit_original_response(embed=embed, view=view)
+            await interaction.edit_original_response(**fit(embed=embed, view=view))
         except Exception as exc:
             await report_error(interaction, exc)
 
@@ -124,9 +131,9 @@ class Articles(commands.Cog):
         infos = await self.bot.in_library(interaction.guild_id, Library.articles)
         embed, view = articles_page(infos, 0, self.bot.libraries.label(interaction.guild_id))
         if view is None:
-            await interaction.followup.send(embed=embed, ephemeral=True)
+            await interaction.followup.send(**fit(embed=embed, ephemeral=True))
         else:
-            await interaction.followup.send(embed=embed, ephemeral=True, view=view)
+            await interaction.followup.send(**fit(embed=embed, ephemeral=True, view=view))
 
     @app_commands.command(name="summary")
     @app_commands.describe(
@@ -143,14 +150,14 @@ class Articles(commands.Cog):
         """Summarise an article in a few of its own sentences, each citing its paragraph."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         result = await self.bot.in_library(interaction.guild_id, summarize, article, sentences)
-        await interaction.followup.send(embed=render.summary_embed(result), ephemeral=True)
+        await interaction.followup.send(**fit(embed=render.summary_embed(result), ephemeral=True))
 
     @app_commands.command(name="help")
     async def help(self, interaction: discord.Interaction[Citebot]) -> None:
         """How to use citebot: commands, mentions and follow-ups."""
         name = self.bot.user.name if self.bot.user else "citebot"
         await interaction.response.send_message(
-            embed=render.help_embed(self.bot.command_summaries(), bot_name=name), ephemeral=True
+            **fit(embed=render.help_embed(self.bot.command_summaries(), bot_name=name), ephemeral=True)
         )
 
 

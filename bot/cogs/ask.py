@@ -22,6 +22,7 @@ from embeddings import Answer, Library, RecordedAnswer, clean_question
 
 from .. import render
 from ..client import Citebot, UserError, cooldown_check, explain, report_error
+from ..limits import fit
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class FullPassageButton(
         await interaction.response.defer(ephemeral=True, thinking=True)
         answer = await interaction.client.in_library(interaction.guild_id, recorded, self.answer_id)
         await interaction.followup.send(
-            embed=render.passage_embed(answer.best, answer.record.highlight), ephemeral=True
+            **fit(embed=render.passage_embed(answer.best, answer.record.highlight), ephemeral=True)
         )
 
 
@@ -108,8 +109,10 @@ class OtherSourcesButton(
         """Reply with up to three more passages, ephemerally."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         answer = await interaction.client.in_library(interaction.guild_id, recorded, self.answer_id)
+        others = list(answer.hits[1 : 1 + OTHER_SOURCES])
+        view = render.sources_view(others)
         await interaction.followup.send(
-            embed=render.sources_embed(list(answer.hits[1 : 1 + OTHER_SOURCES])), ephemeral=True
+            **fit(embed=render.sources_embed(others), ephemeral=True, **({"view": view} if view else {}))
         )
 
 
@@ -154,27 +157,30 @@ class VoteButton(
             text = f"Thanks! Your {'👍' if self.up else '👎'} is noted; it helps improve the answers."
         else:
             text = "You already rated this answer; thanks!"
-        await interaction.followup.send(text, ephemeral=True)
+        await interaction.followup.send(**fit(content=text, ephemeral=True))
 
 
 ANSWER_ITEMS = (FullPassageButton, OtherSourcesButton, VoteButton)
 
 
-def answer_view(answer_id: int) -> discord.ui.View:
-    """The buttons under an answer; they carry only the answer id."""
+def answer_view(answer_id: int, url: str | None = None) -> discord.ui.View:
+    """The buttons under an answer; they carry only the answer id (and the article's checked link)."""
     view = discord.ui.View(timeout=None)
     view.add_item(FullPassageButton(answer_id))
     view.add_item(OtherSourcesButton(answer_id))
     view.add_item(VoteButton(answer_id, up=True))
     view.add_item(VoteButton(answer_id, up=False))
+    link = render.link_button(url)
+    if link is not None:
+        view.add_item(link)
     return view
 
 
 def answer_message(answer: Answer, answer_id: int) -> dict[str, Any]:
     """Keyword arguments of the message that carries an answer (or the refusal)."""
     if answer.best is None:
-        return {"content": render.not_found_text(answer)}
-    return {"embed": render.answer_embed(answer), "view": answer_view(answer_id)}
+        return fit(content=render.not_found_text(answer))
+    return fit(embed=render.answer_embed(answer), view=answer_view(answer_id, answer.best.article.url))
 
 
 def answer_id_in(message: discord.Message) -> int | None:
@@ -278,14 +284,14 @@ class Ask(commands.Cog):
             if not question or question.lower() in ("help", "?"):
                 me_name = self.bot.user.name if self.bot.user else "citebot"
                 await message.reply(
-                    embed=render.help_embed(self.bot.command_summaries(), bot_name=me_name),
+                    **fit(embed=render.help_embed(self.bot.command_summaries(), bot_name=me_name)),
                     mention_author=False,
                 )
                 return
             hit = self.bot.ask_cooldown.hit(message.author.id)
             if hit is not None:
                 text, _ = explain(app_commands.CommandOnCooldown(*hit))
-                await message.reply(text, mention_author=False, delete_after=10)
+                await message.reply(**fit(content=text), mention_author=False, delete_after=10)
                 return
             previous = await self._previous_answer(message)
             async with message.channel.typing():
@@ -302,7 +308,7 @@ class Ask(commands.Cog):
             if unexpected:
                 log.error("unexpected error answering message %s", message.id, exc_info=exc)
             try:
-                await message.reply(text, mention_author=False)
+                await message.reply(**fit(content=text), mention_author=False)
             except discord.HTTPException:
                 log.warning("could not reply to message %s", message.id, exc_info=True)
 
