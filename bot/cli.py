@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from embeddings import (
     Answer,
@@ -25,9 +25,11 @@ from embeddings import (
     Summary,
     summarize_text,
 )
-from embeddings.library import clean_question
+from embeddings.ingest import SHORT_ID
+from embeddings.library import clean_question, short_ids
 
 from .config import Settings
+from .redact import RedactingStream, Redactor
 from .wording import for_cli
 
 log = logging.getLogger("citebot")
@@ -257,7 +259,7 @@ def _print_report(app: App, report: IngestReport) -> int:
         elif r.article is not None and not app.quiet:
             extra = f" ({r.reason})" if r.reason else ""
             print(
-                f"{r.status:9} {r.article.id}  {r.article.title}  "
+                f"{r.status:9} {r.article.id[:SHORT_ID]}  {r.article.title}  "
                 f"[{r.article.passage_count} passages]{extra}",
                 file=app.out,
             )
@@ -296,9 +298,11 @@ def cmd_articles(app: App, args: argparse.Namespace) -> int:
             file=app.out,
         )
         return EXIT_OK
-    print(f"{'id':10} {'date':10} {'passages':>8}  title", file=app.out)
+    shown = short_ids([a.id for a in articles])
+    width = max(10, *(len(v) + 2 for v in shown.values()))
+    print(f"{'id':{width}} {'date':10} {'passages':>8}  title", file=app.out)
     for a in articles:
-        print(f"{a.id:10} {a.date or '-':10} {a.passage_count:>8}  {a.title}", file=app.out)
+        print(f"{shown[a.id]:{width}} {a.date or '-':10} {a.passage_count:>8}  {a.title}", file=app.out)
     print(f"{len(articles)} article(s) in library {lib.name!r}.", file=app.out)
     return EXIT_OK
 
@@ -705,31 +709,33 @@ def main(
 ) -> int:
     """Entry point of the ``citebot`` command. ``encoder`` replaces the configured model (tests)."""
     out = out or sys.stdout
-    err = err or sys.stderr
+    # Everything on stderr (errors, logs, tracebacks) passes the one redaction layer.
+    redactor = Redactor(Settings.secrets())
+    stderr: TextIO = cast(TextIO, RedactingStream(err or sys.stderr, redactor))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         settings = Settings.load(data_dir=args.data_dir)
     except CitebotError as exc:
-        print(f"citebot: {for_cli(exc)}", file=err)
+        print(f"citebot: {for_cli(exc)}", file=stderr)
         return EXIT_ERROR
     level = logging.DEBUG if args.verbose else getattr(logging, settings.log_level.upper())
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=err)
-    app = App(settings, out, err, quiet=args.quiet, encoder=encoder)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=stderr)
+    app = App(settings, out, stderr, quiet=args.quiet, encoder=encoder)
     try:
         return int(args.func(app, args))
     except CitebotError as exc:
-        print(f"citebot: {for_cli(exc)}", file=err)
+        print(f"citebot: {for_cli(exc)}", file=stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("citebot: interrupted.", file=err)
+        print("citebot: interrupted.", file=stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
         if args.verbose:
             log.exception("unexpected error")
         print(
             f"citebot: unexpected error: {type(exc).__name__}: {exc} (run with --verbose for details)",
-            file=err,
+            file=stderr,
         )
         return EXIT_ERROR
     finally:

@@ -32,6 +32,7 @@ from embeddings.fetch import Fetcher
 from . import wording
 from .config import Settings
 from .limits import fit
+from .redact import RedactingFilter, Redactor
 from .services import ensure_seeded, make_library
 
 log = logging.getLogger(__name__)
@@ -408,30 +409,14 @@ class Citebot(commands.AutoShardedBot):
 # ---------------------------------------------------------------------- running
 
 
-class RedactToken(logging.Filter):
-    """Replaces the token in every log record that passes (defence in depth: never log it)."""
-
-    def __init__(self, token: str) -> None:
-        super().__init__()
-        self.token = token
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message and traceback text without the token."""
-        if not self.token:
-            return True
-        message = record.getMessage()
-        if self.token in message:
-            record.msg, record.args = message.replace(self.token, "[DISCORD_TOKEN]"), ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text and self.token in record.exc_text:
-            record.exc_text = record.exc_text.replace(self.token, "[DISCORD_TOKEN]")
-        return True
+def token_filter(token: str) -> RedactingFilter:
+    """A log filter that masks ``token`` (and any URL password) in every record that passes."""
+    return RedactingFilter(Redactor([token]))
 
 
 def serve(bot: Citebot, token: str, err: IO[str]) -> int:
     """Run ``bot`` until it is stopped; return an exit status (1 with a message on failure)."""
-    redact = RedactToken(token)
+    redact = token_filter(token)
     handlers = logging.getLogger().handlers
     for handler in handlers:
         handler.addFilter(redact)

@@ -16,6 +16,8 @@ from typing import Any
 from embeddings.errors import InputError
 from embeddings.store import check_library_name
 
+from .redact import secrets_in
+
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -51,7 +53,10 @@ def read_env_file(path: Path) -> dict[str, str]:
             continue
         m = re.match(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$", line)
         if not m:
-            raise ConfigError(f"{path}:{n}: expected KEY=value, got {raw!r}.")
+            # Never echo the line: a mistyped "DISCORD_TOKEN: MTA…" is still a secret.
+            start = re.match(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)", raw)
+            shown = f"it starts with {start.group(1)!r}" if start else "its text is not shown"
+            raise ConfigError(f"{path}:{n}: expected KEY=value ({shown}; the rest is hidden).")
         key, value = m.groups()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
@@ -247,6 +252,26 @@ class Settings:
         if values.get("seeds_dir") is None:
             values["seeds_dir"] = _default_seeds()
         return cls(**values)
+
+    @staticmethod
+    def secrets(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> set[str]:
+        """The secret values in the environment and ``.env`` (tokens, passwords), to mask in output.
+
+        Reads leniently: a ``.env`` that cannot be parsed contributes the values of the lines
+        that can, so even the error about a bad line cannot print a secret from another.
+        """
+        env: dict[str, str] = {}
+        if env_file is not None:
+            try:
+                lines = env_file.read_text(encoding="utf-8", errors="replace").splitlines()
+            except OSError:
+                lines = []
+            for raw in lines:
+                m = re.match(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*[=:]\s*(.*)$", raw)
+                if m:
+                    env[m.group(1)] = m.group(2).strip().strip("\"'")
+        env.update(os.environ if environ is None else environ)
+        return secrets_in(env)
 
     @staticmethod
     def documented() -> list[tuple[str, str]]:

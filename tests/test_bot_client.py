@@ -20,8 +20,9 @@ import pytest
 
 from bot import render
 from bot.cli import EXIT_ERROR, EXIT_OK, main
-from bot.client import APOLOGY, Citebot, RedactToken, make_intents, serve
+from bot.client import APOLOGY, Citebot, make_intents, serve, token_filter
 from bot.config import ConfigError, Settings
+from bot.redact import MASK
 from bot.testing import ADMIN_ID, APP_ID, GUILD_A, TOKEN, FakeDiscord, Recorder, RecordingHTTP, running_bot
 from embeddings import CorruptIndexError, Feedback, HashEncoder, Library, LocalStore
 
@@ -234,7 +235,7 @@ def test_serve_fails_cleanly_without_printing_the_token(hash_settings: Settings,
 def test_redact_filter_scrubs_messages_and_tracebacks():
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.addFilter(RedactToken(TOKEN))
+    handler.addFilter(token_filter(TOKEN))
     logger = logging.getLogger("citebot.test.redact")
     logger.addHandler(handler)
     logger.propagate = False
@@ -247,7 +248,7 @@ def test_redact_filter_scrubs_messages_and_tracebacks():
     finally:
         logger.removeHandler(handler)
     out = stream.getvalue()
-    assert TOKEN not in out and out.count("[DISCORD_TOKEN]") == 2
+    assert TOKEN not in out and out.count(MASK) == 2
 
 
 # ---------------------------------------------------------------------- the command line
