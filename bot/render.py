@@ -21,6 +21,7 @@ import discord
 from discord.utils import escape_markdown
 
 from embeddings import Answer, ArticleInfo, Citation, Hit, IngestReport, Summary, split_sentences
+from embeddings.library import short_ids
 
 # Discord's limits (https://discord.com/developers/docs/resources/message#embed-object-embed-limits).
 CONTENT_LIMIT = 2000
@@ -371,10 +372,11 @@ def articles_embed(
     page = max(0, min(page, pages - 1))
     embed = discord.Embed(title=shorten(title, EMBED_TITLE), colour=COLOUR_INFO)
     lines = []
+    shown = short_ids([a.id for a in articles])
     for n, a in enumerate(articles[page * page_size : (page + 1) * page_size], start=page * page_size + 1):
         name = escape(shorten(a.title, 200))
         head = f"{n}. **{name}**"
-        meta = [f"`{a.id}`"]
+        meta = [f"`{shown[a.id]}`"]
         if a.byline:
             meta.append(f"by {escape(shorten(a.byline, 80))}")
         if a.date:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,10 +47,28 @@ class _Planned:
     status: str  # "added" or "replaced"
 
 
-def article_id_candidates(key: str) -> tuple[str, ...]:
-    """The ids an article with ``key`` may get, shortest first (longer ones avoid a collision)."""
-    digest = hashlib.sha1(key.encode()).hexdigest()
-    return tuple(digest[:n] for n in (8, 12, 16, 40))
+ID_LENGTH = 16
+"""Hex digits of a new article id: 64 bits, so that even a million articles collide with odds of
+about 3 in 100 million; a collision that happens anyway gets a longer id, never a replacement."""
+SHORT_ID = 8
+"""Hex digits shown for an article id (any unique prefix of four or more resolves)."""
+
+
+def _key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def article_id_candidates(key: str) -> Iterator[str]:
+    """The ids an article with ``key`` may get, shortest first; longer ones avoid a collision.
+
+    After the whole digest come numbered variants of it, so some id is always free.
+    """
+    digest = _key_digest(key)
+    yield from (digest[:n] for n in (ID_LENGTH, 24, 32, len(digest)))
+    n = 2
+    while True:
+        yield f"{digest}-{n}"
+        n += 1
 
 
 def passage_sentences(
@@ -256,7 +275,9 @@ class Ingester:
         if not docs:
             return
         digests = [content_hash(d) for d in docs]
-        candidates = {d.key: article_id_candidates(d.key) for d in docs}
+        # The four digest lengths are looked up at once; numbered variants (never needed unless
+        # sha256 collides or a test forces it) are looked up one by one in _new_id.
+        candidates = {d.key: list(itertools.islice(article_id_candidates(d.key), 4)) for d in docs}
         stored = self.store.find_articles(
             self.library,
             keys=[d.key for d in docs],
@@ -290,21 +311,21 @@ class Ingester:
                         )
                     )
                     continue
-            article_id = existing.id if existing else self._new_id(doc.key, candidates[doc.key], by_id, taken)
+            article_id = existing.id if existing else self._new_id(doc.key, by_id, taken)
             taken[article_id] = doc.key
             hashes[digest] = article_id
             yield _Planned(self.prepare(doc, article_id, digest), "replaced" if existing else "added")
 
-    @staticmethod
-    def _new_id(
-        key: str, candidates: Sequence[str], stored: dict[str, ArticleInfo], taken: dict[str, str]
-    ) -> str:
+    def _new_id(self, key: str, stored: dict[str, ArticleInfo], taken: dict[str, str]) -> str:
         """The shortest id of ``key`` that no other article (stored or in this ingest) has."""
-        for candidate in candidates:
+        for n, candidate in enumerate(article_id_candidates(key)):
             other = stored.get(candidate)
+            if n >= 4 and other is None:  # beyond the ids looked up with the batch
+                found = self.store.find_articles(self.library, ids=[candidate])
+                other = found[0] if found else None
             if (other is None or other.key == key) and taken.get(candidate, key) == key:
                 return candidate
-        raise AssertionError("sha1 collision")
+        raise AssertionError("unreachable: the candidates never end")
 
     # ------------------------------------------------------------------ committing
 
@@ -331,4 +352,13 @@ class Ingester:
         return done
 
 
-__all__ = ["PLAN_BATCH", "Ingester", "ProgressFn", "UrlLoader", "article_id_candidates", "passage_sentences"]
+__all__ = [
+    "ID_LENGTH",
+    "PLAN_BATCH",
+    "SHORT_ID",
+    "Ingester",
+    "ProgressFn",
+    "UrlLoader",
+    "article_id_candidates",
+    "passage_sentences",
+]

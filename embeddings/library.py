@@ -21,7 +21,7 @@ from .articles import expand_paths, load_file
 from .chunking import ChunkSpec
 from .encoder import Encoder
 from .errors import CitebotError, EmptyLibraryError, IndexMismatchError, InputError, NotFoundError
-from .ingest import Ingester, ProgressFn, UrlLoader
+from .ingest import SHORT_ID, Ingester, ProgressFn, UrlLoader
 from .lexical import Analyzer
 from .records import ANSWER_KIND, VOTE_KIND, AnswerRecord, RecordedAnswer
 from .search import Candidate, Reranker, Retriever, SearchConfig
@@ -36,6 +36,28 @@ FOLLOW_UP_WITHIN = "Follow-up: searched the article of the previous answer."
 FOLLOW_UP_WIDENED = (
     "Follow-up: the previous answer's article doesn't cover this, so I searched the whole library."
 )
+
+
+def short_ids(ids: Sequence[str]) -> dict[str, str]:
+    """Each id's display form: its first :data:`~embeddings.ingest.SHORT_ID` characters, or more
+    where two ids share that prefix, so every shown id still resolves to one article."""
+    ordered = sorted(set(ids))
+
+    def common(a: str, b: str) -> int:
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        return n
+
+    out: dict[str, str] = {}
+    for i, aid in enumerate(ordered):
+        # In sorted order the ids sharing the longest prefix with this one are its neighbours.
+        shared = max(
+            common(aid, ordered[i - 1]) if i > 0 else 0,
+            common(aid, ordered[i + 1]) if i + 1 < len(ordered) else 0,
+        )
+        out[aid] = aid[: max(SHORT_ID, shared + 1)]
+    return out
 
 
 def clean_question(question: str) -> tuple[str, tuple[str, ...]]:

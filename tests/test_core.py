@@ -208,3 +208,44 @@ def test_the_same_error_reads_differently_at_the_terminal_and_on_discord():
         "default", "database", "is damaged (file is not a database)", rebuildable=False, location="/d"
     )
     assert for_cli(damaged).endswith("Move /d aside and ingest the articles again (`citebot ingest PATH`).")
+
+
+# ---------------------------------------------------------------------- article ids never collide
+
+
+def test_colliding_ids_get_longer_ones_never_a_replacement(
+    tmp_path: Path, hash_encoder: HashEncoder, monkeypatch: pytest.MonkeyPatch
+):
+    import embeddings.ingest as ingest
+
+    # Every key hashes alike: each id candidate collides, within one batch and across batches.
+    monkeypatch.setattr(ingest, "_key_digest", lambda key: "ab" * 32)
+    library = Library(LocalStore(tmp_path), hash_encoder, "lib")
+    first = [doc(f"k{i}", f"Note {i}", f"Note {i} is about subject number {i}.") for i in range(5)]
+    report = library.ingest(first, batch_passages=2)
+    assert report.count("added") == 5
+    later = library.ingest([doc("k9", "Note 9", "Note nine is about something else.")])
+    assert later.count("added") == 1
+    articles = library.articles()
+    assert sorted(a.key for a in articles) == ["k0", "k1", "k2", "k3", "k4", "k9"]
+    assert len({a.id for a in articles}) == 6
+    # Re-ingesting a changed article keeps its own id.
+    again = library.ingest([doc("k3", "Note 3", "Note 3 changed its mind.")])
+    assert again.count("replaced") == 1
+    assert {a.key: a.id for a in library.articles()}["k3"] == {a.key: a.id for a in articles}["k3"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet="0123456789abcdef", min_size=1, max_size=20), min_size=1, max_size=40, unique=True
+    )
+)
+def test_short_ids_are_unique_prefixes(ids: list[str]):
+    from embeddings.library import short_ids
+
+    shown = short_ids(ids)
+    for aid in ids:
+        assert aid.startswith(shown[aid])
+        # A shown id is a prefix of no other id (unless it is that whole other id's prefix too).
+        assert [o for o in ids if o.startswith(shown[aid])] == [aid] or shown[aid] == aid
