@@ -13,12 +13,15 @@ Downloads are streamed and stopped at ``max_bytes``; the whole fetch has a time 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpcore
@@ -122,11 +125,78 @@ class AddressGuard:
         return addresses
 
 
-class _GuardedBackend(httpcore.SyncBackend):
-    """httpcore's socket backend, connecting only to addresses the guard has vetted."""
+class _Deadline:
+    """One fetch's time limit, shared by its DNS look-ups, connections, reads, writes and redirects."""
 
-    def __init__(self, guard: AddressGuard) -> None:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self, timeout: float | None = None) -> float:
+        """Seconds an operation may take: its own timeout, but never past the deadline."""
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise httpcore.ReadTimeout(f"the {self.seconds:g} s limit passed")
+        return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A socket stream whose every read and write ends by the fetch's deadline.
+
+    httpx's timeouts are per operation, so a server trickling one byte of its headers every few
+    seconds would keep a fetch open for ever; here each read gets only the time that is left.
+    """
+
+    def __init__(self, inner: httpcore.NetworkStream, deadline: _Deadline) -> None:
+        self.inner = inner
+        self.deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        """Read at most ``max_bytes``, by the deadline."""
+        return self.inner.read(max_bytes, self.deadline.left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        """Write ``buffer``, by the deadline."""
+        self.inner.write(buffer, self.deadline.left(timeout))
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        """The TLS handshake, by the deadline; the encrypted stream keeps the deadline."""
+        inner = self.inner.start_tls(ssl_context, server_hostname, self.deadline.left(timeout))
+        return _DeadlineStream(inner, self.deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        """What the socket reports (peer address, TLS details)."""
+        return self.inner.get_extra_info(info)
+
+
+def _resolve_by(deadline: _Deadline, guard: AddressGuard, host: str, port: int) -> list[str]:
+    """``guard.vet(host, port)``, given up when the deadline passes (getaddrinfo has no timeout)."""
+    future = _DNS.submit(guard.vet, host, port)
+    try:
+        return future.result(timeout=deadline.left())
+    except concurrent.futures.TimeoutError:
+        raise httpcore.ConnectTimeout(f"looking up {host} took longer than the limit") from None
+
+
+_DNS = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="citebot-dns")
+"""Look-ups that outlive their fetch finish here without holding it up."""
+
+
+class _GuardedBackend(httpcore.SyncBackend):
+    """httpcore's socket backend, connecting only to addresses the guard has vetted, by a deadline."""
+
+    def __init__(self, guard: AddressGuard, deadline: _Deadline | None = None) -> None:
         self.guard = guard
+        self.deadline = deadline
 
     def connect_tcp(
         self,
@@ -138,23 +208,32 @@ class _GuardedBackend(httpcore.SyncBackend):
     ) -> httpcore.NetworkStream:
         """Resolve and vet ``host``, then connect to the first vetted address that answers."""
         error: Exception | None = None
-        for address in self.guard.vet(host, port):
+        deadline = self.deadline
+        addresses = (
+            self.guard.vet(host, port) if deadline is None else _resolve_by(deadline, self.guard, host, port)
+        )
+        for address in addresses:
             try:
-                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+                if deadline is None:
+                    return super().connect_tcp(address, port, timeout, local_address, socket_options)
+                stream = super().connect_tcp(
+                    address, port, deadline.left(timeout), local_address, socket_options
+                )
+                return _DeadlineStream(stream, deadline)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 error = exc
         assert error is not None  # vet() never returns an empty list
         raise error
 
 
-def _transport(guard: AddressGuard) -> httpx.HTTPTransport:
+def _transport(guard: AddressGuard, deadline: _Deadline | None = None) -> httpx.HTTPTransport:
     transport = httpx.HTTPTransport(trust_env=False)
     # httpx 0.28 has no public way to pass a network backend, so swap the (still unused)
     # connection pool for one that connects through the guard.
     transport._pool = httpcore.ConnectionPool(
         ssl_context=httpx.create_ssl_context(),
         max_connections=4,
-        network_backend=_GuardedBackend(guard),
+        network_backend=_GuardedBackend(guard, deadline),
     )
     return transport
 
@@ -209,13 +288,16 @@ class Fetcher:
     def fetch(self, url: str) -> Fetched:
         """Download ``url``; raise :class:`FetchError` with a readable reason when it fails."""
         current = self._check_url(url)
-        deadline = time.monotonic() + self.timeout
+        # One deadline for everything: DNS, connecting, TLS, every header and body byte, every
+        # redirect hop. A per-operation timeout alone lets a trickling server hold a fetch open.
+        limit = _Deadline(self.timeout)
+        deadline = limit.end
         headers = {
             "User-Agent": USER_AGENT,
             "Accept": "text/html,application/xhtml+xml,text/plain,text/markdown;q=0.9,*/*;q=0.1",
         }
         with httpx.Client(
-            transport=_transport(self.guard),
+            transport=_transport(self.guard, limit),
             timeout=httpx.Timeout(self.timeout),
             follow_redirects=False,  # each hop is checked here, then connected through the guard
             headers=headers,
@@ -224,8 +306,8 @@ class Fetcher:
             for _ in range(self.max_redirects + 1):
                 try:
                     with client.stream("GET", current) as response:
-                        if response.is_redirect:  # a 3xx with a Location header
-                            location = response.headers["location"]
+                        location = response.headers.get("location")
+                        if response.is_redirect and location:  # a 3xx with a Location header
                             current = self._check_url(urljoin(str(response.url), location))
                             continue
                         return self._read(response, current, deadline)

@@ -86,6 +86,21 @@ class Handler(BaseHTTPRequestHandler):
             self._send(302, b"", "text/plain", {"Location": "/article.html"})
         elif path == "/redirect-private":
             self._send(302, b"", "text/plain", {"Location": f"http://127.0.0.2:{port}/article.html"})
+        elif path == "/trickle":
+            # Headers one byte at a time, each well inside a per-read timeout.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Slow: " + b"x" * 200:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.1)
+        elif path.startswith("/slow-hop/"):
+            n = int(path.rsplit("/", 1)[1])
+            time.sleep(0.3)
+            self._send(
+                302, b"", "text/plain", {"Location": f"/slow-hop/{n + 1}" if n < 4 else "/article.html"}
+            )
+        elif path == "/no-location":
+            self._send(302, b"", "text/plain")
         elif path == "/loop":
             self._send(302, b"", "text/plain", {"Location": "/loop"})
         else:
@@ -223,6 +238,34 @@ def test_timeout(server: str):
     with pytest.raises(FetchError, match=r"took longer than 0\.4 s"):
         fetcher.fetch(f"{server}/slow")
     assert time.monotonic() - start < 1.4
+
+
+@pytest.mark.parametrize("path", ["/trickle", "/slow-hop/0"])
+def test_the_time_limit_covers_every_byte_and_every_redirect(server: str, path: str):
+    # Each byte of /trickle and each hop of /slow-hop comes well inside any per-operation
+    # timeout; only one deadline over the whole fetch stops them.
+    fetcher = Fetcher(timeout=0.8, allowed_networks=["127.0.0.1/32"])
+    start = time.monotonic()
+    with pytest.raises(FetchError, match=r"took longer than 0\.8 s"):
+        fetcher.fetch(f"{server}{path}")
+    assert time.monotonic() - start < 1.5
+
+
+def test_a_redirect_without_a_location_is_explained(server: str, local: Fetcher):
+    with pytest.raises(FetchError, match="HTTP 302 without saying where the page is"):
+        local.fetch(f"{server}/no-location")
+
+
+def test_a_dns_lookup_that_hangs_is_bounded_too():
+    def hanging(host: str, port: int) -> list[str]:
+        time.sleep(3)
+        return ["93.184.216.34"]
+
+    fetcher = Fetcher(timeout=0.5, resolver=hanging)
+    start = time.monotonic()
+    with pytest.raises(FetchError, match=r"took longer than 0\.5 s"):
+        fetcher.fetch("http://slow-dns.example/page")
+    assert time.monotonic() - start < 1.2
 
 
 def test_dead_link_and_bad_schemes(local: Fetcher):
