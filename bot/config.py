@@ -21,6 +21,10 @@ from .redact import secrets_in
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+DM_DEMO_LIBRARY = "dm-demo"
+"""The library of direct messages by default: filled from the seeds folder on first use."""
+
+
 class ConfigError(InputError):
     """A setting has a value citebot cannot use."""
 
@@ -223,8 +227,9 @@ class Settings:
 
     @property
     def dm_library_name(self) -> str:
-        """The library that answers in direct messages (default: the CLI's library)."""
-        return self.dm_library or self.library
+        """The library that answers in direct messages: its own demo library (the seeds) unless
+        configured, never the command line's library, which may hold an operator's own notes."""
+        return self.dm_library or DM_DEMO_LIBRARY
 
     # A URL may hold a password: kept out of repr.
     database_url: str | None = _setting("DATABASE_URL", _opt(str), None, repr=False)

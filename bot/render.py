@@ -398,11 +398,15 @@ _STATUS = {
 
 def ingest_embed(report: IngestReport, source: str) -> discord.Embed:
     """What an /ingest added, updated or skipped, and why."""
-    added = report.count("added") + report.count("replaced")
+    new, updated = report.count("added"), report.count("replaced")
+    added = new + updated
     ok = any(r.status != "skipped" for r in report.results)
+    what = ", ".join(
+        part for part in (f"added {new}" if new else "", f"updated {updated}" if updated else "") if part
+    )
     embed = discord.Embed(
         title=shorten(
-            f"Added {added} article(s) from {escape(shorten(source, 150))}"
+            f"{what[0].upper() + what[1:]} article(s) from {escape(shorten(source, 150))}"
             if added
             else f"Nothing new from {escape(shorten(source, 150))}",
             EMBED_TITLE,

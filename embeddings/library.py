@@ -38,6 +38,21 @@ FOLLOW_UP_WIDENED = (
 )
 
 
+_SMALL_TALK = frozenset(
+    "thanks thank you thx ty tysm cheers ok okay k cool great nice good awesome perfect lol lmao haha "
+    "yes yeah yep no nope hi hello hey bye got it wow sure".split()
+)
+
+
+def is_small_talk(text: str) -> bool:
+    """True for a short reply that is not a question ("thanks!", "ok 👍", "got it"): the bot
+    should not search the library for it and answer "I couldn't find this"."""
+    if "?" in text:
+        return False
+    words = re.findall(r"[^\W\d_]+", text.casefold())
+    return 0 < len(words) <= 4 and all(w in _SMALL_TALK for w in words)
+
+
 def short_ids(ids: Sequence[str]) -> dict[str, str]:
     """Each id's display form: its first :data:`~embeddings.ingest.SHORT_ID` characters, or more
     where two ids share that prefix, so every shown id still resolves to one article."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -23,13 +25,25 @@ from .articles import article_autocomplete
 log = logging.getLogger(__name__)
 
 
-def ingest_upload(library: Library, data: bytes, filename: str) -> IngestReport:
-    """Worker-thread: parse an uploaded file and add its articles.
+_GENERIC_NAME = re.compile(r"^(message|untitled|unknown|file|document|paste|text)([-_ ]?\d+)?\.[a-z]+$", re.I)
 
-    The key is the file name, so uploading a changed file of the same name replaces the old
-    version instead of adding a second copy.
+
+def upload_key(filename: str, data: bytes) -> str:
+    """The article key of an uploaded file.
+
+    A real file name identifies the document, so uploading a changed file of that name replaces
+    its earlier version. Names Discord or an editor makes up (every long paste is
+    ``message.txt``) identify nothing: those uploads are keyed by their content, so two
+    different pastes are two articles and the same paste again is unchanged.
     """
-    return library.ingest(load_bytes(data, name=filename, key=f"upload:{filename}"))
+    if _GENERIC_NAME.match(filename):
+        return f"upload:{filename}:{hashlib.sha256(data).hexdigest()[:16]}"
+    return f"upload:{filename}"
+
+
+def ingest_upload(library: Library, data: bytes, filename: str) -> IngestReport:
+    """Worker-thread: parse an uploaded file and add its articles (keyed by :func:`upload_key`)."""
+    return library.ingest(load_bytes(data, name=filename, key=upload_key(filename, data)))
 
 
 def ingest_url(library: Library, url: str, fetcher: Fetcher) -> IngestReport:

@@ -10,8 +10,10 @@ and votes are the core's rules too (:meth:`~embeddings.Library.follow_up`,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from dataclasses import replace
 from typing import Any, cast
 
 import discord
@@ -19,6 +21,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from embeddings import Answer, Library, RecordedAnswer, clean_question
+from embeddings.library import is_small_talk
 
 from .. import render
 from ..client import Citebot, UserError, cooldown_check, explain, report_error
@@ -27,6 +30,7 @@ from ..limits import fit
 log = logging.getLogger(__name__)
 
 OTHER_SOURCES = 3
+PRIVATE_NOTE = "You can't post messages in this channel, so this answer is shown only to you."
 _ANSWER_ID = re.compile(r"^citebot:(?:full|more|vote):(\d{1,20})(?::|$)")
 
 
@@ -215,10 +219,15 @@ class Ask(commands.Cog):
         self.bot.remove_dynamic_items(*ANSWER_ITEMS)
 
     async def _answer(self, interaction: discord.Interaction[Citebot], question: str, public: bool) -> None:
+        # A public answer is a message in the channel: only for members who may post there.
+        refused = public and interaction.guild_id is not None and not interaction.permissions.send_messages
+        public = public and not refused
         await interaction.response.defer(thinking=True, ephemeral=not public)
         answer = await self.bot.in_library(
             interaction.guild_id, Library.follow_up, question, None, record_as=str(interaction.id)
         )
+        if refused:
+            answer = replace(answer, notes=(*answer.notes, PRIVATE_NOTE))
         await interaction.followup.send(**answer_message(answer, interaction.id), ephemeral=not public)
 
     @app_commands.command(name="ask")
@@ -278,8 +287,9 @@ class Ask(commands.Cog):
         question = self._question(message)
         if question is None:
             return
-        if (await self.bot.get_context(message)).valid:
-            return  # an owner's text command such as "@citebot sync"
+        ctx = await self.bot.get_context(message)
+        if ctx.valid and await self.bot.is_owner(message.author):
+            return  # the owner's text command "@citebot sync"; for anyone else it is a question
         try:
             if not question or question.lower() in ("help", "?"):
                 me_name = self.bot.user.name if self.bot.user else "citebot"
@@ -287,6 +297,11 @@ class Ask(commands.Cog):
                     **fit(embed=render.help_embed(self.bot.command_summaries(), bot_name=me_name)),
                     mention_author=False,
                 )
+                return
+            if is_small_talk(question):
+                # "thanks!" under an answer is not a question: acknowledge it, or stay quiet.
+                with contextlib.suppress(discord.HTTPException):
+                    await message.add_reaction("👍")
                 return
             hit = self.bot.ask_cooldown.hit(message.author.id)
             if hit is not None:
