@@ -26,11 +26,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from embeddings import CitebotError, EmptyLibraryError, Encoder, Library, Store
+from embeddings import ArticleInfo, CitebotError, EmptyLibraryError, Encoder, Library, Store
 from embeddings.fetch import Fetcher
 
 from . import wording
 from .config import Settings
+from .fairness import FairExecutor, TitleIndex
 from .limits import fit
 from .redact import RedactingFilter, Redactor
 from .services import ensure_seeded, make_library
@@ -51,6 +52,12 @@ INVITE_PERMISSIONS = discord.Permissions(
 APOLOGY = "Sorry, something went wrong on my side. It has been logged; please try again in a moment."
 WRITE_TIMEOUT = 10.0
 """Seconds a write waits for another process (a CLI ingest) holding the library's lock."""
+DOWNLOAD_WORKERS = 4
+"""Threads for /ingest downloads (network-bound)."""
+DOWNLOADS_PER_SERVER = 1
+"""Downloads one server may run at once; its further links wait for them."""
+TITLE_WAIT = 1.5
+"""Seconds the first autocomplete of a library waits for its list (Discord allows 3)."""
 WORKERS = 4
 """Worker threads for model and store work. Inference is serialised anyway, so more threads
 would only queue; a pool of its own also keeps a flood of questions from taking every thread
@@ -302,9 +309,20 @@ class Citebot(commands.AutoShardedBot):
         self.fetcher = fetcher or Fetcher(timeout=settings.fetch_timeout, max_bytes=settings.fetch_max_bytes)
         self.ask_cooldown = UserCooldown(settings.ask_cooldown)
         self.sync_on_start = sync_on_start
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="citebot-library")
+        # Model and store work: one queue per server, served in turn (bot/fairness.py).
+        self.executor = FairExecutor(workers, name="citebot-library")
+        # Downloads wait on the network, not the CPU: a pool of their own, one at a time per
+        # server, so slow links never take the threads that answer questions.
+        self.downloads = ThreadPoolExecutor(
+            max_workers=DOWNLOAD_WORKERS, thread_name_prefix="citebot-download"
+        )
+        self._download_slots: dict[int | None, asyncio.Semaphore] = {}
+        # Autocomplete answers from memory; loads and refreshes run here, never behind questions.
+        self.titles = TitleIndex()
+        self.lookups = ThreadPoolExecutor(max_workers=2, thread_name_prefix="citebot-lookup")
         self._announce = announce
         self._announced = False
+        self._background: set[asyncio.Task[Any]] = set()
 
     @property
     def syncs_commands(self) -> bool:
@@ -369,12 +387,56 @@ class Citebot(commands.AutoShardedBot):
         def run() -> T:
             return work(libraries.ready(guild_id, create=create), *args, **kwargs)
 
-        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
+        return await asyncio.wrap_future(self.executor.submit(guild_id, run))
+
+    async def download(self, guild_id: int | None, work: Callable[..., T], /, *args: Any) -> T:
+        """Run a download on the download pool, one at a time per server."""
+        slot = self._download_slots.setdefault(guild_id, asyncio.Semaphore(DOWNLOADS_PER_SERVER))
+        async with slot:
+            return await asyncio.get_running_loop().run_in_executor(self.downloads, work, *args)
+
+    async def article_titles(self, guild_id: int | None) -> list[ArticleInfo]:
+        """A server's articles for autocomplete, from memory; never waits for the worker pool.
+
+        The first request of a library waits at most :data:`TITLE_WAIT` seconds for the list to
+        load (off the model's pool); a stale list is answered at once and refreshed behind it.
+        """
+        name = self.libraries.name_for(guild_id)
+        articles, stale = self.titles.get(name)
+        if articles is not None:
+            if stale:
+                self._refresh_titles_soon(guild_id)
+            return articles
+        try:
+            return await asyncio.wait_for(self.refresh_titles(guild_id), TITLE_WAIT)
+        except (TimeoutError, CitebotError, UserError):
+            return []
+
+    async def refresh_titles(self, guild_id: int | None) -> list[ArticleInfo]:
+        """Load a server's article list into the title index (after an ingest or a forget too)."""
+        library = self.libraries.get(guild_id)
+
+        def load() -> list[ArticleInfo]:
+            try:
+                articles = library.articles()
+            except EmptyLibraryError:
+                articles = []
+            self.titles.put(library.name, articles)
+            return articles
+
+        return await asyncio.get_running_loop().run_in_executor(self.lookups, load)
+
+    def _refresh_titles_soon(self, guild_id: int | None) -> None:
+        task = asyncio.get_running_loop().create_task(self.refresh_titles(guild_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
         """Disconnect, then let the worker threads finish what they are doing."""
         await super().close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.downloads.shutdown(wait=False, cancel_futures=True)
+        self.lookups.shutdown(wait=False, cancel_futures=True)
 
     async def on_ready(self) -> None:
         """Log (and announce once) who the bot is and how to invite it."""

@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from embeddings import IngestReport, Library, load_bytes
+from embeddings import CitebotError, Document, FetchError, IngestReport, Library, load_bytes
 from embeddings.articles import SUPPORTED_SUFFIXES
 from embeddings.fetch import Fetcher
 
@@ -46,9 +46,17 @@ def ingest_upload(library: Library, data: bytes, filename: str) -> IngestReport:
     return library.ingest(load_bytes(data, name=filename, key=upload_key(filename, data)))
 
 
-def ingest_url(library: Library, url: str, fetcher: Fetcher) -> IngestReport:
-    """Worker-thread: fetch a URL (guarded, capped) and add its articles."""
-    return library.ingest(fetcher.load(url))
+def download(url: str, fetcher: Fetcher) -> list[Document | CitebotError]:
+    """Download-thread: fetch a URL (guarded, capped, one deadline) and parse it into articles."""
+    try:
+        return list(fetcher.load(url))
+    except FetchError as exc:
+        return [exc]
+
+
+def ingest_documents(library: Library, items: list[Document | CitebotError]) -> IngestReport:
+    """Worker-thread: add downloaded articles (a failed download is reported as skipped)."""
+    return library.ingest(items)
 
 
 def _source_label(url: str) -> str:
@@ -101,7 +109,12 @@ class Admin(commands.Cog):
             source = file.filename
         else:
             assert url is not None
-            report = await self.bot.in_library(guild_id, ingest_url, url, self.bot.fetcher, create=True)
+            # The download runs on its own pool, one per server at a time: a slow link never holds
+            # a thread that answers questions, here or in another server.
+            items = await self.bot.download(guild_id, download, url, self.bot.fetcher)
+            if len(items) == 1 and isinstance(items[0], FetchError):
+                raise items[0]
+            report = await self.bot.in_library(guild_id, ingest_documents, items, create=True)
             source = _source_label(url)
         log.info(
             "guild %s: user %s ingested %s: %d added, %d replaced, %d skipped",
@@ -112,6 +125,7 @@ class Admin(commands.Cog):
             report.count("replaced"),
             report.count("skipped"),
         )
+        await self.bot.refresh_titles(guild_id)  # autocomplete shows the new titles at once
         await interaction.followup.send(**fit(embed=render.ingest_embed(report, source), ephemeral=True))
 
     @app_commands.command(name="forget")
@@ -126,6 +140,7 @@ class Admin(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         info = await self.bot.in_library(interaction.guild_id, Library.forget, article)
         log.info("guild %s: user %s forgot %s", interaction.guild_id, interaction.user.id, info.id)
+        await self.bot.refresh_titles(interaction.guild_id)
         await interaction.followup.send(
             **fit(
                 content=f"Removed “{render.escape(render.shorten(info.title, 200))}” "

@@ -26,12 +26,12 @@ async def article_autocomplete(
 ) -> list[app_commands.Choice[str]]:
     """Titles of this server's articles matching what has been typed (at most 25).
 
-    The choice's value is the article id, so the command gets an unambiguous reference.
+    The choice's value is the article id, so the command gets an unambiguous reference. The
+    titles come from memory (``Citebot.article_titles``): an autocomplete never waits behind
+    questions in the worker pool, and Discord gives it only 3 seconds.
     """
     try:
-        articles: list[ArticleInfo] = await interaction.client.in_library(
-            interaction.guild_id, Library.articles
-        )
+        articles: list[ArticleInfo] = await interaction.client.article_titles(interaction.guild_id)
     except (UserError, CitebotError):
         return []  # an empty library has nothing to suggest
     except Exception:

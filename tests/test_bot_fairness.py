@@ -1,0 +1,82 @@
+"""One server can never slow another: fair worker queues, downloads apart, autocomplete from memory."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from bot.fairness import FairExecutor, TitleIndex
+from bot.testing import GUILD_A, GUILD_B, FakeDiscord
+
+
+def test_a_flooding_server_delays_another_by_at_most_one_job_per_worker():
+    pool = FairExecutor(workers=1)
+    done: list[str] = []
+    lock = threading.Lock()
+
+    def job(name: str) -> None:
+        time.sleep(0.02)
+        with lock:
+            done.append(name)
+
+    flood = [pool.submit("server-a", job, f"a{i}") for i in range(20)]
+    time.sleep(0.005)  # the first of the flood is running
+    other = pool.submit("server-b", job, "b")
+    other.result(timeout=5)
+    # A FIFO queue would run all twenty first; in turn, b runs after at most two of them.
+    assert done.index("b") <= 2
+    for f in flood:
+        f.result(timeout=5)
+    assert [d for d in done if d != "b"] == [f"a{i}" for i in range(20)]  # a server's own order kept
+    pool.shutdown(wait=True)
+
+
+def test_an_error_reaches_the_caller():
+    pool = FairExecutor(workers=1)
+    with pytest.raises(ZeroDivisionError):
+        pool.submit("a", lambda: 1 / 0).result(timeout=5)
+    pool.shutdown(wait=True)
+
+
+def test_shutdown_cancels_what_waits_and_lets_the_running_job_finish():
+    pool = FairExecutor(workers=1)
+    gate = threading.Event()
+    blocker = pool.submit("a", gate.wait, 5)
+    deadline = time.monotonic() + 5
+    while not blocker.running() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    failing = pool.submit("a", lambda: 1 / 0)
+    queued = pool.submit("b", lambda: "never")
+    pool.shutdown(wait=False, cancel_futures=True)
+    gate.set()
+    assert blocker.result(timeout=5) is True
+    assert queued.cancelled() and failing.cancelled()
+
+
+def test_title_index_is_stale_after_its_age():
+    index = TitleIndex(max_age=0.05)
+    assert index.get("lib") == (None, True)
+    index.put("lib", [])
+    assert index.get("lib") == ([], False)
+    time.sleep(0.06)
+    assert index.get("lib") == ([], True)
+
+
+async def test_autocomplete_answers_while_every_worker_is_busy(discord_bot: FakeDiscord):
+    bot = discord_bot.bot
+    await bot.refresh_titles(GUILD_A)  # as after an ingest
+    gate = threading.Event()
+    # Another server floods every worker with slow jobs.
+    busy = [asyncio.ensure_future(bot.in_library(GUILD_B, lambda lib: gate.wait(10))) for _ in range(8)]
+    await asyncio.sleep(0.05)
+    try:
+        start = time.monotonic()
+        choices = await discord_bot.autocomplete("summary", "article", article="blinken")
+        assert time.monotonic() - start < 0.5
+        assert choices and "Blinken" in choices[0]["name"]
+    finally:
+        gate.set()
+        await asyncio.gather(*busy)
