@@ -564,7 +564,13 @@ class FakeDiscord:
         return await self.deliver(interaction_payload(type=2, data=data, guild_id=guild_id))
 
     async def click(
-        self, sent: Sent, custom_id: str, *, guild_id: int | None = GUILD_A, user_id: int = USER_ID
+        self,
+        sent: Sent,
+        custom_id: str,
+        *,
+        guild_id: int | None = GUILD_A,
+        user_id: int = USER_ID,
+        permissions: discord.Permissions = MEMBER_PERMISSIONS,
     ) -> discord.Interaction[Citebot]:
         """Click a button of a message the bot sent, as the user of another interaction."""
         assert custom_id in sent.custom_ids, (custom_id, sent.custom_ids)
@@ -582,6 +588,7 @@ class FakeDiscord:
             guild_id=guild_id,
             user_id=user_id,
             message=message,
+            permissions=permissions,
         )
         interaction = self.interaction(payload)
         store = self.bot._connection._view_store

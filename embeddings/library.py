@@ -158,31 +158,37 @@ class Library:
 
         Raises :class:`NotFoundError` with the closest titles when nothing matches clearly.
         """
+        return self.match(ref)[0]
+
+    def match(self, ref: str) -> tuple[ArticleInfo, bool]:
+        """Like :meth:`resolve`, and whether the match is exact (an id, a unique id prefix, the
+        title as written) rather than close (a part of the title, a typo). A front end asks for
+        confirmation before it deletes a close match."""
         ref = ref.strip()
         if not ref:
             raise InputError("Name an article: its id or its title.")
         articles = self.articles()
         by_id = {a.id: a for a in articles}
         if ref in by_id:
-            return by_id[ref]
+            return by_id[ref], True
         if len(ref) >= 4:
             prefixed = [a for a in articles if a.id.startswith(ref)]
             if len(prefixed) == 1:
-                return prefixed[0]
+                return prefixed[0], True
         low = ref.casefold()
         exact = [a for a in articles if a.title.casefold() == low]
         if len(exact) == 1:
-            return exact[0]
+            return exact[0], True
         contains = [a for a in articles if low in a.title.casefold()]
         if len(contains) == 1 and len(low) >= 8:
-            return contains[0]
+            return contains[0], False
         # Fuzzy: resolve a near-exact title (a typo) when it clearly beats the runner-up.
         scored = sorted(
             ((difflib.SequenceMatcher(None, low, a.title.casefold()).ratio(), a) for a in articles),
             key=lambda sa: -sa[0],
         )
         if scored and scored[0][0] >= 0.85 and (len(scored) == 1 or scored[0][0] - scored[1][0] >= 0.05):
-            return scored[0][1]
+            return scored[0][1], False
         close = [a.title for ratio, a in scored if ratio >= 0.5]
         ranked = list(dict.fromkeys([a.title for a in contains] + close))[:5]
         hint = (" Did you mean: " + "; ".join(f"“{t}”" for t in ranked) + "?") if ranked else ""

@@ -225,6 +225,26 @@ async def test_forget_with_autocomplete(admin_bot: FakeDiscord):
     assert len(admin_bot.bot.libraries.get(GUILD_B).articles()) == 1
 
 
+async def test_forget_asks_before_removing_a_close_match(admin_bot: FakeDiscord):
+    fill(admin_bot, GUILD_A, ["Swifts sleep on the wing", "Kestrels hover over the motorway verge"])
+    await admin_bot.slash(
+        "forget", user_id=ADMIN_ID, permissions=ADMIN_PERMISSIONS, article="Swifts slep on the wing"
+    )
+    ask = admin_bot.recorder.last("followup")
+    assert ask.ephemeral and "Did you mean “Swifts sleep on the wing”" in ask.content
+    assert len(admin_bot.bot.libraries.get(GUILD_A).articles()) == 2  # nothing removed yet
+    (button,) = [c for c in ask.custom_ids if c.startswith("citebot:forget:")]
+    admin_bot.recorder.clear()
+    await admin_bot.click(ask, button, user_id=USER_ID)  # a plain member may not
+    assert "Manage Server" in admin_bot.recorder.last("message").content
+    assert len(admin_bot.bot.libraries.get(GUILD_A).articles()) == 2
+    await admin_bot.click(ask, button, user_id=ADMIN_ID, permissions=ADMIN_PERMISSIONS)
+    assert admin_bot.recorder.last("followup").content.startswith("Removed “Swifts sleep on the wing”")
+    assert [a.title for a in admin_bot.bot.libraries.get(GUILD_A).articles()] == [
+        "Kestrels hover over the motorway verge"
+    ]
+
+
 async def test_forget_an_unknown_article_explains_after_the_defer(admin_bot: FakeDiscord):
     fill(admin_bot, GUILD_A, ["Swifts sleep on the wing"])
     await admin_bot.slash("forget", user_id=ADMIN_ID, permissions=ADMIN_PERMISSIONS, article="Swallows")

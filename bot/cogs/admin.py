@@ -6,7 +6,7 @@ import hashlib
 import logging
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import discord
@@ -18,7 +18,7 @@ from embeddings.articles import SUPPORTED_SUFFIXES
 from embeddings.fetch import Fetcher
 
 from .. import render
-from ..client import Citebot, UserError, guild_only_check
+from ..client import Citebot, UserError, guild_only_check, report_error
 from ..limits import fit
 from .articles import article_autocomplete
 
@@ -64,11 +64,68 @@ def _source_label(url: str) -> str:
     return render.shorten((parts.hostname or "") + parts.path, 80) or "the link"
 
 
+async def forget_and_report(interaction: discord.Interaction[Citebot], article_id: str) -> None:
+    """Forget an article by its id (an exact reference), refresh autocomplete, say what went."""
+    bot = interaction.client
+    info = await bot.in_library(interaction.guild_id, Library.forget, article_id)
+    log.info("guild %s: user %s forgot %s", interaction.guild_id, interaction.user.id, info.id)
+    await bot.refresh_titles(interaction.guild_id)
+    await interaction.followup.send(
+        **fit(
+            content=f"Removed “{render.escape(render.shorten(info.title, 200))}” "
+            f"({info.passage_count} passages) from this server's library.",
+            ephemeral=True,
+        )
+    )
+
+
+class ForgetButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"citebot:forget:(?P<id>[0-9a-f-]{4,90})"
+):
+    """Confirms the removal of a close match of /forget; only Manage Server members may press it."""
+
+    def __init__(self, article_id: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Remove it",
+                emoji="🗑️",
+                style=discord.ButtonStyle.danger,
+                custom_id=f"citebot:forget:{article_id}",
+            )
+        )
+        self.article_id = article_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ForgetButton:
+        """Rebuild from a clicked button."""
+        return cls(match["id"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        """Remove the article, if the clicker may."""
+        try:
+            if interaction.guild_id is None or not interaction.permissions.manage_guild:
+                raise UserError("You need the Manage Server permission to remove articles.")
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            await forget_and_report(interaction, self.article_id)
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+
 class Admin(commands.Cog):
     """Library management for moderators, and command sync for the bot's owner."""
 
     def __init__(self, bot: Citebot) -> None:
         self.bot = bot
+
+    async def cog_load(self) -> None:
+        """Register the /forget confirmation button (it works after a restart too)."""
+        self.bot.add_dynamic_items(ForgetButton)
+
+    async def cog_unload(self) -> None:
+        """Undo :meth:`cog_load`."""
+        self.bot.remove_dynamic_items(ForgetButton)
 
     @app_commands.command(name="ingest")
     @app_commands.describe(
@@ -138,16 +195,22 @@ class Admin(commands.Cog):
     async def forget(self, interaction: discord.Interaction[Citebot], article: str) -> None:
         """Remove an article from this server's library (Manage Server)."""
         await interaction.response.defer(ephemeral=True, thinking=True)
-        info = await self.bot.in_library(interaction.guild_id, Library.forget, article)
-        log.info("guild %s: user %s forgot %s", interaction.guild_id, interaction.user.id, info.id)
-        await self.bot.refresh_titles(interaction.guild_id)
-        await interaction.followup.send(
-            **fit(
-                content=f"Removed “{render.escape(render.shorten(info.title, 200))}” "
-                f"({info.passage_count} passages) from this server's library.",
-                ephemeral=True,
+        info, exact = await self.bot.in_library(interaction.guild_id, Library.match, article)
+        if not exact:
+            # A close match (a typo, part of a title) is never deleted without asking.
+            view = discord.ui.View(timeout=None)
+            view.add_item(ForgetButton(info.id))
+            await interaction.followup.send(
+                **fit(
+                    content=f"No article is called {render.escape(render.shorten(article, 200))!r}. "
+                    f"Did you mean “{render.escape(render.shorten(info.title, 200))}” "
+                    f"({info.passage_count} passages)? Press the button to remove it.",
+                    view=view,
+                    ephemeral=True,
+                )
             )
-        )
+            return
+        await forget_and_report(interaction, info.id)
 
     @commands.command(name="sync", hidden=True)
     @commands.is_owner()
