@@ -19,9 +19,7 @@ import os
 import statistics
 import sys
 import time
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -29,29 +27,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bot.config import Settings  # noqa: E402
 from bot.services import make_library, quiet_model_loading  # noqa: E402
+from bot.testing import CountingStore  # noqa: E402
 from embeddings import LocalStore, SentenceTransformerEncoder  # noqa: E402
 from embeddings.evaluate import documents, load_eval_set, spread  # noqa: E402
 
 LIBRARY = "squad-dev"
-
-
-class CountingStore:
-    """Forwards every call to ``inner`` and counts it by method name."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if not callable(attr):
-            return attr
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return attr(*args, **kwargs)
-
-        return counted
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -47,11 +47,13 @@ from bot.testing import (  # noqa: E402  (the offline Discord the tests use)
     ADMIN_ID,
     ADMIN_PERMISSIONS,
     GUILD_A,
+    GUILD_B,
     FakeDiscord,
     attachment_payload,
     start_bot,
 )
 from embeddings import Document, LocalStore, SentenceTransformerEncoder  # noqa: E402
+from embeddings.fetch import Fetcher  # noqa: E402
 
 TICK = 0.005
 
@@ -207,6 +209,81 @@ async def scenario_blocking(library, questions: list[str]) -> dict[str, object]:
     return {"lag": ticker.stats(), "wall": wall}
 
 
+async def scenario_crowd(fake: FakeDiscord, questions: list[str], n: int) -> dict[str, object]:
+    """``n`` /ask at once (the arrival burst included) with an autocomplete after every fifth."""
+    fake.recorder.clear()
+    ticker = Ticker()
+    autocompletes: list[float] = []
+
+    async def complete(prefix: str) -> None:
+        t = time.perf_counter()
+        await fake.autocomplete("summary", "article", article=prefix)
+        autocompletes.append(time.perf_counter() - t)
+
+    with ticker:
+        await asyncio.sleep(0.05)
+        start = time.perf_counter()
+        jobs = []
+        for i in range(n):
+            jobs.append(fake.slash("ask", question=questions[i % len(questions)]))
+            if i % 5 == 4:
+                jobs.append(complete(questions[i % len(questions)][:3]))
+        await asyncio.gather(*jobs)
+        wall = time.perf_counter() - start
+    await ticker.stopped()
+    assert fake.tree.errors == [], fake.tree.errors
+    return {"lag": ticker.stats(), "wall": wall, "autocomplete": autocompletes}
+
+
+class SlowLinks:
+    """An HTTP server on 127.0.0.1 whose pages take ``delay`` seconds: the slow links of a flood."""
+
+    def __init__(self, delay: float) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Slow(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                time.sleep(delay)
+                body = f"A slow page\n\nIt took {delay} seconds to arrive, on purpose.".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        import threading
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+async def scenario_flood(
+    fake: FakeDiscord, flood: list[str], question: str, links: SlowLinks
+) -> dict[str, float]:
+    """Server A floods (its /ask and 4 slow /ingest links) while server B asks one question."""
+    alone = await timed(lambda: fake.slash("ask", question=question, guild_id=GUILD_B))
+    fake.recorder.clear()
+    attack = [fake.slash("ask", question=q) for q in flood] + [
+        fake.slash("ingest", user_id=ADMIN_ID, permissions=ADMIN_PERMISSIONS, url=f"{links.base}/page{i}.txt")
+        for i in range(4)
+    ]
+    tasks = [asyncio.ensure_future(a) for a in attack]
+    await asyncio.sleep(0.02)  # the flood is queued first
+    during = await timed(lambda: fake.slash("ask", question=question, guild_id=GUILD_B))
+    await asyncio.gather(*tasks)
+    assert fake.tree.errors == [], fake.tree.errors
+    return {"alone": alone, "during": during}
+
+
 def article_text(article: dict) -> bytes:
     return (article["title"] + "\n\n" + "\n\n".join(article["paragraphs"])).encode()
 
@@ -240,16 +317,27 @@ async def run(args: argparse.Namespace) -> None:
         library.ask(questions[0])  # warm caches for every scenario alike
 
         serial_before = serial(library, questions)
-        fake, token = await start_bot(settings, store, model, workers=args.workers)
+        # Server B: another library with one article, and its question.
+        other = articles[args.articles + args.rounds + 1]
+        make_library(settings, store, model, f"guild-{GUILD_B}").ingest([document(other)])
+        other_question = pick_questions(args.data, {other["id"]}, 1)[0]
+        links = SlowLinks(delay=2.0)
+        fetcher = Fetcher(timeout=10, allowed_networks=["127.0.0.1/32"])
+        fake, token = await start_bot(settings, store, model, workers=args.workers, fetcher=fetcher)
         try:
             await fake.slash("ask", question=questions[0])  # warm the bot's own library object
             rounds = []
             for extra in extras:
                 rounds.append(await scenario_bot(fake, questions, f"{extra['id']}.txt", article_text(extra)))
             idle = await scenario_idle(max(float(r["wall"]) for r in rounds))  # type: ignore[arg-type]
+            crowds = {n: await scenario_crowd(fake, questions, n) for n in (50, 150)}
+            floods = [
+                await scenario_flood(fake, questions, other_question, links) for _ in range(args.rounds)
+            ]
         finally:
             async_context.reset(token)
             await fake.bot.close()
+            links.close()
         serial_after = serial(library, questions)
         blocking = await scenario_blocking(library, questions)
         store.close()
@@ -340,6 +428,35 @@ async def run(args: argparse.Namespace) -> None:
     )
     verdict = "meets" if worst < 100 else "MISSES"
     print(f"Worst event-loop lag {worst:.1f} ms {verdict} the 100 ms target.")
+
+    print()
+    print("Crowds: concurrent /ask (all delivered at once) with an autocomplete after every fifth.\n")
+    print("| concurrent /ask | worst loop lag | p99 lag | wall time | autocompletes | slowest autocomplete |")
+    print("|---|---|---|---|---|---|")
+    for size, c in crowds.items():
+        cmx, cp99, _ = c["lag"]  # type: ignore[misc]
+        ac: list[float] = c["autocomplete"]  # type: ignore[assignment]
+        print(
+            f"| {size} | **{cmx:.1f} ms** | {cp99:.1f} ms | {c['wall']:.1f} s | {len(ac)} | "
+            f"**{max(ac) * 1000:.0f} ms** |"
+        )
+    print()
+    print(
+        "Flood: server A sends 20 /ask and 4 /ingest links that take 2 s each; server B asks one "
+        "question meanwhile.\n"
+    )
+    print("| round | B's question alone | B's question during A's flood | ratio |")
+    print("|---|---|---|---|")
+    for i, f in enumerate(floods, start=1):
+        print(f"| {i} | {f['alone']:.2f} s | {f['during']:.2f} s | **{f['during'] / f['alone']:.1f}×** |")
+    worst_ratio = max(f["during"] / f["alone"] for f in floods)
+    crowd_lag = max(c["lag"][0] for c in crowds.values())  # type: ignore[index]
+    slowest = max(max(c["autocomplete"]) for c in crowds.values())  # type: ignore[type-var, call-overload]
+    print()
+    print(
+        f"Crowds: worst lag {crowd_lag:.1f} ms (target < 100 ms), slowest autocomplete "
+        f"{slowest * 1000:.0f} ms (target < 3 s). Flood: worst ratio {worst_ratio:.1f}× (target ≤ 3×)."
+    )
 
 
 def main() -> None:

@@ -1,9 +1,10 @@
 """Sharing the bot's worker threads fairly between servers, and autocomplete that never waits.
 
-:class:`FairExecutor` keeps one queue per server and serves the queues in turn, so a server that
-floods the bot with questions (or slow ingests) delays another server's question by at most
-one job per worker, instead of making it wait behind the whole flood as a single FIFO queue
-would. Jobs of one server still run in the order they came.
+:class:`FairExecutor` keeps one queue per server and serves the queues in turn. A server never
+holds every worker (one stays free for the others), and while other servers wait, a server
+that already has a job running starts no other: a flood from one server (questions, slow
+ingests) no longer makes another's question wait behind it, as a single FIFO queue would.
+Jobs of one server still run in the order they came.
 
 :class:`TitleIndex` keeps each library's article list in memory for autocomplete: Discord gives
 an autocomplete 3 seconds, and reading the list through the busy worker pool could take longer.
@@ -35,6 +36,10 @@ class FairExecutor:
     def __init__(self, workers: int, name: str = "citebot-fair") -> None:
         self._queues: dict[Hashable, collections.deque[tuple[Future[Any], Callable[[], Any]]]] = {}
         self._turns: collections.deque[Hashable] = collections.deque()  # keys with queued work
+        self._running: collections.Counter[Hashable] = collections.Counter()
+        # One key never holds every worker: the last one stays free for other servers, so their
+        # next question starts at once instead of after one of the flood's jobs.
+        self._cap = max(1, workers - 1)
         self._cond = threading.Condition()
         self._shutdown = False
         self._threads = [
@@ -63,35 +68,63 @@ class FairExecutor:
         with self._cond:
             return {k: len(q) for k, q in self._queues.items() if q}
 
-    def _next(self) -> tuple[Future[Any], Callable[[], Any]] | None:
+    def _pick(self) -> Hashable | None:
+        """The next key to serve: the first in turn that is not at its limit of running jobs.
+
+        While other servers wait, a server that already has a job running does not start
+        another; alone, it may use every worker but one.
+        """
+        contended = len(self._turns) > 1
+        for key in self._turns:
+            running = self._running[key]
+            if running < self._cap and not (contended and running >= 1):
+                return key
+        if contended:  # everyone waiting already has a job running: plain turns, within the cap
+            for key in self._turns:
+                if self._running[key] < self._cap:
+                    return key
+        return None
+
+    def _next(self) -> tuple[Hashable, Future[Any], Callable[[], Any]] | None:
         with self._cond:
-            while not self._turns and not self._shutdown:
+            while True:
+                if self._shutdown and not self._turns:
+                    return None
+                key = self._pick() if self._turns else None
+                if key is not None:
+                    break
                 self._cond.wait()
-            if not self._turns:
-                return None
-            key = self._turns.popleft()
+            self._turns.remove(key)
             queue = self._queues[key]
-            job = queue.popleft()
+            future, call = queue.popleft()
             if queue:
                 self._turns.append(key)  # its next job waits for every other server's turn
             else:
                 del self._queues[key]
-            return job
+            self._running[key] += 1
+            return key, future, call
 
     def _work(self) -> None:
         while True:
             job = self._next()
             if job is None:
                 return
-            future, call = job
-            if not future.set_running_or_notify_cancel():
-                continue
+            key, future, call = job
             try:
-                result = call()
-            except BaseException as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    result = call()
+                except BaseException as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            finally:
+                with self._cond:
+                    self._running[key] -= 1
+                    if not self._running[key]:
+                        del self._running[key]
+                    self._cond.notify_all()  # a key below its limit may be served now
 
     def shutdown(self, wait: bool = False, cancel_futures: bool = True) -> None:
         """Stop taking jobs; cancel the queued ones; let running ones finish (wait if asked)."""

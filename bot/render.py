@@ -23,20 +23,23 @@ from discord.utils import escape_markdown
 from embeddings import Answer, ArticleInfo, Citation, Hit, IngestReport, Summary, split_sentences
 from embeddings.library import short_ids
 
-# Discord's limits (https://discord.com/developers/docs/resources/message#embed-object-embed-limits).
-CONTENT_LIMIT = 2000
-EMBED_TITLE = 256
-EMBED_DESCRIPTION = 4096
-EMBED_FIELDS = 25
-EMBED_FIELD_NAME = 256
-EMBED_FIELD_VALUE = 1024
-EMBED_FOOTER = 2048
-EMBED_AUTHOR = 256
-EMBED_TOTAL = 6000
-CUSTOM_ID = 100
-CHOICE_NAME = 100
-CHOICES = 25
-URL_LIMIT = 2048
+# Discord's limits, kept in one place (bot/limits.py, which also enforces them on every send).
+from .limits import (  # noqa: F401  (CHOICES, CUSTOM_ID: read by the cogs and tests as render.X)
+    CHOICE_NAME,
+    CHOICES,
+    CUSTOM_ID,
+    EMBED_AUTHOR,
+    EMBED_DESCRIPTION,
+    EMBED_FIELD_NAME,
+    EMBED_FIELD_VALUE,
+    EMBED_FIELDS,
+    EMBED_FOOTER,
+    EMBED_TITLE,
+    EMBED_TOTAL,
+    problems,
+)
+from .limits import CONTENT as CONTENT_LIMIT
+from .limits import URL as URL_LIMIT  # noqa: F401
 
 ANSWER_BUDGET = 1200
 """Characters of a passage shown in an answer; "Full passage" shows all of it."""
@@ -460,20 +463,4 @@ def help_embed(commands: Sequence[tuple[str, str]], *, bot_name: str) -> discord
 
 def embed_problems(embed: discord.Embed) -> list[str]:
     """Every Discord limit ``embed`` breaks (empty when it can be sent)."""
-    problems = []
-    data = embed.to_dict()
-    checks = [
-        ("title", len(data.get("title", "")), EMBED_TITLE),
-        ("description", len(data.get("description", "")), EMBED_DESCRIPTION),
-        ("fields", len(data.get("fields", [])), EMBED_FIELDS),
-        ("footer", len(data.get("footer", {}).get("text", "")), EMBED_FOOTER),
-        ("author", len(data.get("author", {}).get("name", "")), EMBED_AUTHOR),
-        ("total", len(embed), EMBED_TOTAL),
-    ]
-    for f in data.get("fields", []):
-        checks.append(("field name", len(f["name"]), EMBED_FIELD_NAME))
-        checks.append(("field value", len(f["value"]), EMBED_FIELD_VALUE))
-        if not f["name"] or not f["value"]:
-            problems.append("empty field")
-    problems.extend(f"{what} {n} > {limit}" for what, n, limit in checks if n > limit)
-    return problems
+    return problems(embed=embed)

@@ -14,6 +14,7 @@ These touch discord.py internals, which is why ``discord.py`` is pinned in pypro
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import json
@@ -663,3 +664,22 @@ async def running_bot(settings: Any, store: Any, encoder: Any, **options: Any) -
     finally:
         async_context.reset(token)
         await fake.bot.close()
+
+
+class CountingStore:
+    """Wraps a store and counts the calls made to it, by method name (tests and benchmarks)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
+
+        return counted

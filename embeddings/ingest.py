@@ -231,6 +231,29 @@ class Ingester:
             row += n
         return out
 
+    def rebuild(self, progress: ProgressFn | None = None) -> list[ArticleWrite]:
+        """Every stored article re-chunked and re-embedded from its stored text (nothing written)."""
+        writes: list[ArticleWrite] = []
+        for info in self.store.list_articles(self.library):
+            article = self.store.get_article(self.library, info.id)
+            if article is None:
+                continue  # forgotten since the listing
+            doc = Document(
+                key=info.key,
+                title=info.title,
+                text=article.text,
+                paragraphs=article.paragraphs,
+                byline=info.byline,
+                date=info.date,
+                url=info.url,
+                source=info.source,
+            )
+            writes.append(self.prepare(doc, info.id, info.content_hash))
+        total = sum(len(w.passages) for w in writes)
+        if progress is not None:
+            progress(0, total)
+        return self.embed(writes, _counter(progress, 0, total))
+
     # ------------------------------------------------------------------ planning
 
     def _plan_all(
@@ -337,19 +360,25 @@ class Ingester:
         total: int,
         progress: ProgressFn | None,
     ) -> int:
-        def step(n: int) -> None:
-            nonlocal done
-            done += n
-            if progress is not None:
-                progress(done, total)
-
-        writes = self.embed([p.write for p in batch], step)
+        writes = self.embed([p.write for p in batch], _counter(progress, done, total))
         self.store.write(self.library, writes)
         results.extend(
             IngestResult(w.info.source or w.info.key, p.status, w.info)
             for w, p in zip(writes, batch, strict=True)
         )
-        return done
+        return done + sum(len(w.passages) for w in writes)
+
+
+def _counter(progress: ProgressFn | None, done: int, total: int) -> Callable[[int], None]:
+    """A step callback that reports ``progress(done so far, total)`` as passages are embedded."""
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    return step
 
 
 __all__ = [

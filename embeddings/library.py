@@ -25,7 +25,7 @@ from .ingest import SHORT_ID, Ingester, ProgressFn, UrlLoader
 from .lexical import Analyzer
 from .records import ANSWER_KIND, VOTE_KIND, AnswerRecord, RecordedAnswer
 from .search import Candidate, Reranker, Retriever, SearchConfig
-from .store import ArticleWrite, Feedback, IndexSpec, Store, check_library_name
+from .store import Feedback, IndexSpec, Store, check_library_name
 from .summarize import SUMMARIZER_VERSION, make_summary, spans_from_json, spans_to_json, summarize_document
 from .types import Answer, ArticleInfo, Document, Hit, IngestReport, IngestResult, Summary
 
@@ -273,35 +273,7 @@ class Library:
         if self.store.spec(self.name) is None:
             raise EmptyLibraryError(self.name)
         with self._write_lock, self.store.writer(self.name, self.write_timeout):
-            ingester = self._ingester()
-            writes: list[ArticleWrite] = []
-            for info in self.store.list_articles(self.name):
-                article = self.store.get_article(self.name, info.id)
-                if article is None:
-                    continue
-                doc = Document(
-                    key=info.key,
-                    title=info.title,
-                    text=article.text,
-                    paragraphs=article.paragraphs,
-                    byline=info.byline,
-                    date=info.date,
-                    url=info.url,
-                    source=info.source,
-                )
-                writes.append(ingester.prepare(doc, info.id, info.content_hash))
-            total = sum(len(w.passages) for w in writes)
-            done = 0
-
-            def step(n: int) -> None:
-                nonlocal done
-                done += n
-                if progress is not None:
-                    progress(done, total)
-
-            if progress is not None:
-                progress(0, total)
-            writes = ingester.embed(writes, step)
+            writes = self._ingester().rebuild(progress)
             self.store.reset(self.name, self.spec, writes)
             self._checked = False
         return IngestReport(

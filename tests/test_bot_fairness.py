@@ -34,6 +34,34 @@ def test_a_flooding_server_delays_another_by_at_most_one_job_per_worker():
     pool.shutdown(wait=True)
 
 
+def test_a_flood_leaves_a_worker_free_for_another_server():
+    pool = FairExecutor(workers=3)
+    gate = threading.Event()
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def hold() -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        gate.wait(5)
+        with lock:
+            running -= 1
+
+    flood = [pool.submit("a", hold) for _ in range(10)]
+    time.sleep(0.1)
+    start = time.monotonic()
+    assert pool.submit("b", lambda: "b").result(timeout=5) == "b"
+    assert time.monotonic() - start < 0.5  # it did not wait for the flood
+    assert most == 2  # the flood never held all three workers
+    gate.set()
+    for f in flood:
+        f.result(timeout=5)
+    pool.shutdown(wait=True)
+
+
 def test_an_error_reaches_the_caller():
     pool = FairExecutor(workers=1)
     with pytest.raises(ZeroDivisionError):

@@ -4,7 +4,6 @@ and errors that carry facts which each front end words for its own user."""
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot.testing import CountingStore
 from bot.wording import for_cli, for_discord
 from embeddings import (
     CorruptIndexError,
@@ -25,25 +25,6 @@ from embeddings import (
     StoreUnavailableError,
 )
 from embeddings.library import FOLLOW_UP_WIDENED, FOLLOW_UP_WITHIN, Library
-
-
-class CountingStore:
-    """Wraps a store and counts the calls made to it, by method name."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if not callable(attr):
-            return attr
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            return attr(*args, **kwargs)
-
-        return counted
 
 
 def doc(key: str, title: str, *paragraphs: str) -> Document:
