@@ -25,6 +25,9 @@ from embeddings import ArticleInfo
 
 T = TypeVar("T")
 
+# "No key may start now". A sentinel, not None: None is a real key (direct messages have no server).
+_NOBODY: Any = object()
+
 
 class FairExecutor:
     """A thread pool with one FIFO queue per key, served round-robin.
@@ -68,8 +71,8 @@ class FairExecutor:
         with self._cond:
             return {k: len(q) for k, q in self._queues.items() if q}
 
-    def _pick(self) -> Hashable | None:
-        """The next key to serve: the first in turn that is not at its limit of running jobs.
+    def _pick(self) -> Hashable:
+        """The next key to serve, or ``_NOBODY``: the first in turn not at its limit of running jobs.
 
         While other servers wait, a server that already has a job running does not start
         another; alone, it may use every worker but one.
@@ -83,15 +86,15 @@ class FairExecutor:
             for key in self._turns:
                 if self._running[key] < self._cap:
                     return key
-        return None
+        return _NOBODY
 
     def _next(self) -> tuple[Hashable, Future[Any], Callable[[], Any]] | None:
         with self._cond:
             while True:
                 if self._shutdown and not self._turns:
                     return None
-                key = self._pick() if self._turns else None
-                if key is not None:
+                key = self._pick() if self._turns else _NOBODY
+                if key is not _NOBODY:
                     break
                 self._cond.wait()
             self._turns.remove(key)

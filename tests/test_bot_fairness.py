@@ -7,6 +7,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.fairness import FairExecutor, TitleIndex
 from bot.testing import GUILD_A, GUILD_B, FakeDiscord
@@ -59,6 +61,20 @@ def test_a_flood_leaves_a_worker_free_for_another_server():
     gate.set()
     for f in flood:
         f.result(timeout=5)
+    pool.shutdown(wait=True)
+
+
+# Every kind of key a server id can be, None included (direct messages have no server).
+_keys = st.one_of(st.none(), st.integers(min_value=0, max_value=2**64), st.text(max_size=3), st.just(""))
+
+
+@settings(max_examples=40, deadline=None)
+@given(keys=st.lists(_keys, min_size=1, max_size=30), workers=st.integers(min_value=1, max_value=4))
+def test_every_job_finishes_whatever_its_key(keys: list[object], workers: int):
+    # A key that looked like "nobody may start" (None) once left a direct message waiting forever.
+    pool = FairExecutor(workers=workers)
+    futures = [pool.submit(key, lambda i=i: i) for i, key in enumerate(keys)]
+    assert [f.result(timeout=5) for f in futures] == list(range(len(keys)))
     pool.shutdown(wait=True)
 
 
