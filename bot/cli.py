@@ -720,7 +720,9 @@ def main(
         print(f"citebot: {for_cli(exc)}", file=stderr)
         return EXIT_ERROR
     level = logging.DEBUG if args.verbose else getattr(logging, settings.log_level.upper())
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=stderr)
+    from .ops import configure_logging
+
+    configure_logging(level, settings.log_format, stderr)
     app = App(settings, out, stderr, quiet=args.quiet, encoder=encoder)
     try:
         return int(args.func(app, args))

@@ -33,6 +33,7 @@ from . import wording
 from .config import Settings
 from .fairness import FairExecutor, TitleIndex
 from .limits import fit
+from .ops import Metrics
 from .redact import RedactingFilter, Redactor
 from .services import ensure_seeded, make_library
 
@@ -285,6 +286,7 @@ class Citebot(commands.AutoShardedBot):
         announce: Callable[[str], None] | None = None,
         tree_cls: type[CitebotTree] = CitebotTree,
         workers: int = WORKERS,
+        metrics: Metrics | None = None,
         **options: Any,
     ) -> None:
         # citebot never joins voice channels: skip discord.py's warnings about voice libraries.
@@ -323,6 +325,8 @@ class Citebot(commands.AutoShardedBot):
         self._announce = announce
         self._announced = False
         self._background: set[asyncio.Task[Any]] = set()
+        self.metrics = metrics or Metrics()
+        self.metrics.attach(self)
 
     @property
     def syncs_commands(self) -> bool:
@@ -387,7 +391,7 @@ class Citebot(commands.AutoShardedBot):
         def run() -> T:
             return work(libraries.ready(guild_id, create=create), *args, **kwargs)
 
-        return await asyncio.wrap_future(self.executor.submit(guild_id, run))
+        return await asyncio.wrap_future(self.executor.submit(guild_id, self.metrics.track(run)))
 
     async def download(self, guild_id: int | None, work: Callable[..., T], /, *args: Any) -> T:
         """Run a download on the download pool, one at a time per server."""
@@ -476,6 +480,12 @@ def token_filter(token: str) -> RedactingFilter:
     return RedactingFilter(Redactor([token]))
 
 
+TOKEN_REFUSED = (
+    "Discord refused DISCORD_TOKEN (it may have been reset). Copy a new token "
+    "from the Bot page of your application at https://discord.com/developers/applications."
+)
+
+
 def serve(bot: Citebot, token: str, err: IO[str]) -> int:
     """Run ``bot`` until it is stopped; return an exit status (1 with a message on failure)."""
     redact = token_filter(token)
@@ -495,20 +505,38 @@ def serve(bot: Citebot, token: str, err: IO[str]) -> int:
 async def _serve(bot: Citebot, token: str, err: IO[str]) -> int:
     import aiohttp
 
+    from .ops import OpsServer
+    from .runtime import GracefulShutdown, discover_gateway, use_api_base
+
+    settings = bot.settings
+    use_api_base(settings.discord_api_base)
+    ops = None
     async with bot:
+        GracefulShutdown(bot, settings.shutdown_timeout, err).install()
         try:
-            await bot.start(token)
+            if settings.ops_port is not None:
+                ops = OpsServer(bot, settings.ops_host, settings.ops_port)
+                print(f"citebot: health and metrics on {await ops.start()}", file=err)
+            await bot.login(token)
+            await discover_gateway(bot)
+            await bot.connect()
         except discord.LoginFailure:
-            print(
-                "citebot: Discord refused DISCORD_TOKEN (it may have been reset). Copy a new token "
-                "from the Bot page of your application at https://discord.com/developers/applications.",
-                file=err,
-            )
+            print(f"citebot: {TOKEN_REFUSED}", file=err)
+            return 1
+        except discord.ConnectionClosed as exc:
+            if exc.code == 4004:  # the token was refused at the gateway (reset since login)
+                print(f"citebot: {TOKEN_REFUSED}", file=err)
+            else:
+                print(f"citebot: Discord closed the gateway connection ({exc}).", file=err)
             return 1
         except discord.PrivilegedIntentsRequired as exc:  # pragma: no cover - we request none
             print(f"citebot: Discord refused the gateway intents: {exc}", file=err)
             return 1
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, discord.GatewayNotFound) as exc:
             print(f"citebot: couldn't reach Discord ({type(exc).__name__}: {exc}).", file=err)
             return 1
+        finally:
+            if ops is not None:
+                await ops.stop()
+    print("citebot: stopped.", file=err)
     return 0

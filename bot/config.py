@@ -20,6 +20,9 @@ from .redact import secrets_in
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+DISCORD_API = "https://discord.com/api/v10"
+"""Discord's REST API, the default of ``DISCORD_API_BASE`` (discord.py's ``Route.BASE``)."""
+
 
 DM_DEMO_LIBRARY = "dm-demo"
 """The library of direct messages by default: filled from the seeds folder on first use."""
@@ -159,6 +162,35 @@ def _cooldown(name: str) -> Callable[[str], tuple[int, float] | None]:
     return parse
 
 
+def _http_url(name: str) -> Callable[[str], str]:
+    """An http(s) URL without a trailing slash (discord.py appends paths such as ``/users/@me``).
+
+    Empty means Discord's own API.
+    """
+
+    def parse(raw: str) -> str:
+        v = raw.strip().rstrip("/")
+        if not v:
+            return DISCORD_API
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", v):
+            raise ConfigError(
+                f"{name} must be an http:// or https:// URL such as {DISCORD_API}, not {raw!r}."
+            )
+        return v
+
+    return parse
+
+
+def _port(name: str) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        v = _int(name, 0)(raw)
+        if v > 65535:
+            raise ConfigError(f"{name} must be a port number from 0 to 65535, not {v}.")
+        return v
+
+    return parse
+
+
 def _path(raw: str) -> Path:
     return Path(raw).expanduser()
 
@@ -208,6 +240,14 @@ class Settings:
     )
     shard_count: int | None = _setting("SHARD_COUNT", _opt(_int("SHARD_COUNT", 1)), None)
     shard_ids: tuple[int, ...] | None = _setting("SHARD_IDS", _opt(_ids("SHARD_IDS")), None)
+    # Running ``citebot run`` in production: where Discord is, stopping, health, metrics, logs.
+    discord_api_base: str = _setting("DISCORD_API_BASE", _http_url("DISCORD_API_BASE"), DISCORD_API)
+    shutdown_timeout: float = _setting(
+        "CITEBOT_SHUTDOWN_TIMEOUT", _positive("CITEBOT_SHUTDOWN_TIMEOUT"), 15.0
+    )
+    ops_port: int | None = _setting("CITEBOT_OPS_PORT", _opt(_port("CITEBOT_OPS_PORT")), None)
+    ops_host: str = _setting("CITEBOT_OPS_HOST", lambda raw: raw.strip() or "127.0.0.1", "127.0.0.1")
+    log_format: str = _setting("CITEBOT_LOG_FORMAT", _choice("CITEBOT_LOG_FORMAT", ("text", "json")), "text")
 
     def __post_init__(self) -> None:
         if self.shard_ids is not None:
