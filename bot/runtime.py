@@ -111,7 +111,11 @@ class GracefulShutdown:
                     interaction_id=data["id"],
                     interaction_token=data["token"],
                 ),
-                json={"type": 4, "data": {"content": RESTARTING, "flags": EPHEMERAL}},
+                # Sent raw (the interaction object is never built): the bot's no-pings rule by hand.
+                json={
+                    "type": 4,
+                    "data": {"content": RESTARTING, "flags": EPHEMERAL, "allowed_mentions": {"parse": []}},
+                },
             )
         except discord.HTTPException:
             log.debug("could not tell interaction %s that the bot is restarting", data.get("id"))

@@ -1271,5 +1271,7 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     # Exactly "application/json", as Discord sends it: discord.py compares the whole header and
     # takes anything else (such as aiohttp's "; charset=utf-8") for a text body.
     return web.Response(
-        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"} | (headers or {})
+        body=json.dumps(data).encode(),
+        status=status,
+        headers={"Content-Type": "application/json"} | (headers or {}),
     )

@@ -41,6 +41,7 @@ USERS = (900_000_000_000_000_010, 900_000_000_000_000_011, 900_000_000_000_000_0
 GUILD_A = Guild(id=(240_000_000_000 << 22) | 17, owner_id=OWNER, name="Server A")
 GUILD_B = Guild(id=(240_000_000_001 << 22) | 17, owner_id=OWNER, name="Server B")
 QUESTION = "What has the US seen in Ukraine?"
+BREAD_QUESTION = "How many days does a sourdough starter ferment flour and water?"
 BREAD = b"Sourdough bread\n\nA sourdough starter ferments flour and water for five days before the first loaf is baked.\n"
 
 
@@ -360,14 +361,14 @@ async def _sharded(harness: Harness) -> None:
         GUILD_A, OWNER, "ingest", permissions=ADMIN_PERMISSIONS, attachment=("bread.txt", BREAD)
     )
     assert "added" in embed_text(await answered(emu, ingest)).lower()
-    ask_b = await emu.slash(GUILD_B, USERS[1], "ask", question="How long does a sourdough starter ferment?")
+    ask_b = await emu.slash(GUILD_B, USERS[1], "ask", question=BREAD_QUESTION)
     assert "sourdough" not in embed_text(await answered(emu, ask_b)).lower()
 
     # The processes trade shards (a redeploy): A is now served by the other process.
     assert await zero.stop() == 0 and await one.stop() == 0
     zero = await (await harness.start(SHARD_COUNT="2", SHARD_IDS="1")).ready()
     one = await (await harness.start(SHARD_COUNT="2", SHARD_IDS="0")).ready()
-    ask_a = await emu.slash(GUILD_A, USERS[0], "ask", question="How long does a sourdough starter ferment?")
+    ask_a = await emu.slash(GUILD_A, USERS[0], "ask", question=BREAD_QUESTION)
     reply = await answered(emu, ask_a)
     assert "five days" in embed_text(reply), embed_text(reply)
     assert [r.route for r in emu.requests if r.method == "PUT"] == ["/applications/{app}/commands"] * 2
@@ -460,7 +461,9 @@ async def test_healthz_and_metrics_follow_the_bot(harness: Harness) -> None:
                 raise AssertionError(f"/healthz stayed {status}: {body}")
 
             report = await healthy()
-            assert report["gateway"] and report["store"] and report["model"] and report["shards"] == {"0": True}
+            assert (
+                report["gateway"] and report["store"] and report["model"] and report["shards"] == {"0": True}
+            )
 
             ask = await emu.slash(GUILD_A, USERS[0], "ask", question=QUESTION)
             assert_cited(await answered(emu, ask))
