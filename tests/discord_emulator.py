@@ -790,7 +790,8 @@ class DiscordEmulator:
         return ws
 
     async def _on_frame(self, conn: Connection, payload: dict[str, Any]) -> None:
-        op, d = payload.get("op"), payload.get("d")
+        d: Any
+        op, d = payload.get("op"), payload.get("d") or {}
         if op == 1:
             conn.heartbeats += 1
             await self._send(conn, {"op": 11})
