@@ -518,8 +518,9 @@ async def _serve(bot: Citebot, token: str, err: IO[str]) -> int:
                 ops = OpsServer(bot, settings.ops_host, settings.ops_port)
                 print(f"citebot: health and metrics on {await ops.start()}", file=err)
             await bot.login(token)
-            await discover_gateway(bot)
-            await bot.connect()
+            if not bot.is_closed():  # a signal during login has already stopped the bot
+                await discover_gateway(bot)
+                await bot.connect()
         except discord.LoginFailure:
             print(f"citebot: {TOKEN_REFUSED}", file=err)
             return 1

@@ -83,3 +83,36 @@ def test_core_reads_no_environment():
         if re.search(r"os\.environ|getenv\(", p.read_text())
     ]
     assert offenders == []
+
+
+def test_run_settings(tmp_path: Path):
+    env = {
+        "CITEBOT_DATA_DIR": str(tmp_path),
+        "DISCORD_API_BASE": "http://127.0.0.1:8080/api/v10/",
+        "CITEBOT_OPS_PORT": "9100",
+        "CITEBOT_LOG_FORMAT": "JSON",
+    }
+    s = Settings.load(environ=env, env_file=None)
+    assert s.discord_api_base == "http://127.0.0.1:8080/api/v10"  # discord.py appends "/users/@me"
+    assert (s.ops_host, s.ops_port, s.log_format) == ("127.0.0.1", 9100, "json")
+    defaults = Settings.load(environ={"DISCORD_API_BASE": "", "CITEBOT_OPS_HOST": ""}, env_file=None)
+    assert defaults.discord_api_base == "https://discord.com/api/v10" and defaults.ops_host == "127.0.0.1"
+    assert defaults.ops_port is None and defaults.shutdown_timeout == 15.0
+    for bad in ({"DISCORD_API_BASE": "discord.com/api"}, {"CITEBOT_OPS_PORT": "70000"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            Settings.load(environ=bad, env_file=None)
+
+
+def test_json_log_lines_carry_the_traceback():
+    import json
+    import logging
+
+    from bot.ops import JsonFormatter
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("citebot", logging.ERROR, __file__, 1, "failed %s", ("x",), sys.exc_info())
+    line = json.loads(JsonFormatter().format(record))
+    assert (line["level"], line["logger"], line["message"]) == ("error", "citebot", "failed x")
+    assert "ValueError: boom" in line["traceback"]
