@@ -16,6 +16,7 @@ import asyncio
 import gc
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -59,10 +60,14 @@ DOWNLOADS_PER_SERVER = 1
 """Downloads one server may run at once; its further links wait for them."""
 TITLE_WAIT = 1.5
 """Seconds the first autocomplete of a library waits for its list (Discord allows 3)."""
-WORKERS = 4
-"""Worker threads for model and store work. Inference is serialised anyway, so more threads
-would only queue; a pool of its own also keeps a flood of questions from taking every thread
-of the loop's default executor."""
+WORKERS = max(2, os.cpu_count() or 2)
+"""Worker threads for questions (model and store reads): one per CPU. The work is CPU-bound, so
+more threads only share the same cores: measured on 2 CPUs (benchmarks/bot_latency.py), four
+threads let a flooding server's three running questions slow another server's one by 4-5x,
+two threads by 2-3x, with the same throughput."""
+WRITE_WORKERS = 2
+"""Worker threads for ingests and forgets: a lane of their own, so a moderator's long ingest
+never holds up the server's questions, and two servers' ingests do not wait for each other."""
 
 
 class UserError(app_commands.AppCommandError):
@@ -311,8 +316,10 @@ class Citebot(commands.AutoShardedBot):
         self.fetcher = fetcher or Fetcher(timeout=settings.fetch_timeout, max_bytes=settings.fetch_max_bytes)
         self.ask_cooldown = UserCooldown(settings.ask_cooldown)
         self.sync_on_start = sync_on_start
-        # Model and store work: one queue per server, served in turn (bot/fairness.py).
+        # Model and store work: one queue per server, served in turn (bot/fairness.py); writes
+        # (ingest, forget) in a lane of their own, fair between servers in the same way.
         self.executor = FairExecutor(workers, name="citebot-library")
+        self.writes = FairExecutor(WRITE_WORKERS, name="citebot-write")
         # Downloads wait on the network, not the CPU: a pool of their own, one at a time per
         # server, so slow links never take the threads that answer questions.
         self.downloads = ThreadPoolExecutor(
@@ -380,18 +387,22 @@ class Citebot(commands.AutoShardedBot):
         /,
         *args: Any,
         create: bool = False,
+        write: bool = False,
         **kwargs: Any,
     ) -> T:
         """Run ``work(library, *args, **kwargs)`` in a worker thread on the server's library.
 
         Never on the event loop: the model and the store block for milliseconds to seconds.
+        ``write=True`` (ingest, forget) runs it in the write lane, beside the server's questions
+        rather than in front of them.
         """
         libraries = self.libraries
 
         def run() -> T:
             return work(libraries.ready(guild_id, create=create), *args, **kwargs)
 
-        return await asyncio.wrap_future(self.executor.submit(guild_id, self.metrics.track(run)))
+        pool, name = (self.writes, "write") if write else (self.executor, "library")
+        return await asyncio.wrap_future(pool.submit(guild_id, self.metrics.track(run, name)))
 
     async def download(self, guild_id: int | None, work: Callable[..., T], /, *args: Any) -> T:
         """Run a download on the download pool, one at a time per server."""
@@ -439,6 +450,7 @@ class Citebot(commands.AutoShardedBot):
         """Disconnect, then let the worker threads finish what they are doing."""
         await super().close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.writes.shutdown(wait=False, cancel_futures=True)
         self.downloads.shutdown(wait=False, cancel_futures=True)
         self.lookups.shutdown(wait=False, cancel_futures=True)
 

@@ -214,7 +214,7 @@ class Settings:
     precision: str = _setting(
         "CITEBOT_PRECISION", _choice("CITEBOT_PRECISION", ("auto", "fp32", "bf16")), "auto"
     )
-    batch_size: int = _setting("CITEBOT_BATCH_SIZE", _int("CITEBOT_BATCH_SIZE", 1), 32)
+    batch_size: int = _setting("CITEBOT_BATCH_SIZE", _int("CITEBOT_BATCH_SIZE", 1), 16)
     chunk_tokens: int | None = _setting("CITEBOT_CHUNK_TOKENS", _opt(_int("CITEBOT_CHUNK_TOKENS", 8)), None)
     chunk_overlap: int = _setting("CITEBOT_CHUNK_OVERLAP", _int("CITEBOT_CHUNK_OVERLAP", 0), 1)
     abstain_threshold: float | None = _setting(

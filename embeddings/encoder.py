@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -130,6 +132,61 @@ def _identity_of_folder(path: Path) -> str:
 _SINGLE_THREAD_MAX = 8
 
 
+class ModelGate:
+    """One inference at a time, with questions' short encodes served before bulk batches.
+
+    A plain lock is not fair: the thread that releases it usually takes it again at once, so
+    an ingest encoding batch after batch kept a question waiting for the whole ingest (seconds),
+    not for one batch. Here an urgent waiter (a question) goes before every bulk waiter (an
+    ingest's next batch), each class in arrival order, so a question waits for at most the
+    batch already running. A bulk batch also stays out for ``grace`` seconds after a question's
+    turn: questions that come one after another (a server's queue, a conversation) then do not
+    each wait for a batch in between. ``patience`` bounds that: a bulk waiter never waits longer
+    for lack of a pause, so a steady stream of questions slows an ingest but never stops it.
+    """
+
+    def __init__(self, grace: float = 0.05, patience: float = 1.0) -> None:
+        self.grace = grace
+        self.patience = patience
+        self._cond = threading.Condition()
+        self._busy = False
+        self._next_ticket = 0
+        self._queues: tuple[list[int], list[int]] = ([], [])  # (urgent, bulk) tickets in order
+        self._last_urgent = -math.inf  # when the last urgent turn ended (monotonic)
+
+    @contextlib.contextmanager
+    def turn(self, urgent: bool = False) -> Iterator[None]:
+        """Hold the model for the block; ``urgent`` waiters are served first, each class in order."""
+        with self._cond:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            mine = self._queues[0 if urgent else 1]
+            mine.append(ticket)
+            arrived = time.monotonic()
+            while True:
+                if not self._busy and mine[0] == ticket:
+                    if urgent:
+                        break
+                    if not self._queues[0]:
+                        now = time.monotonic()
+                        hold_off = min(self._last_urgent + self.grace, arrived + self.patience) - now
+                        if hold_off <= 0:
+                            break
+                        self._cond.wait(hold_off)
+                        continue
+                self._cond.wait()
+            mine.pop(0)
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                if urgent:
+                    self._last_urgent = time.monotonic()
+                self._cond.notify_all()
+
+
 @contextlib.contextmanager
 def _torch_threads(n: int | None) -> Iterator[None]:
     """Run torch with ``n`` intra-op threads for the block (None: leave it as it is)."""
@@ -159,7 +216,7 @@ class SentenceTransformerEncoder:
         *,
         precision: str = "auto",
         device: str = "cpu",
-        batch_size: int = 32,
+        batch_size: int = 16,
         query_prefix: str = "",
         passage_prefix: str = "",
     ) -> None:
@@ -189,9 +246,9 @@ class SentenceTransformerEncoder:
             raise ModelLoadError(f"The model {model!r} does not report an embedding size.")
         self._dim = int(dim)
         self._tokenizer = self.model.tokenizer
-        # One inference at a time: torch already uses every core for one batch, and the bot
-        # calls encode from several worker threads.
-        self._lock = threading.Lock()
+        # One inference at a time: torch already uses every core for one batch, the tokenizer
+        # may not be used by two threads at once, and the bot calls encode from several workers.
+        self._gate = ModelGate()
         # Special tokens ([CLS], [SEP]) take part of the window.
         specials = len(self._tokenizer("", add_special_tokens=True)["input_ids"])
         # A model without a configured length reads as much as its tokenizer allows.
@@ -248,7 +305,7 @@ class SentenceTransformerEncoder:
         threads = 1 if len(items) <= _SINGLE_THREAD_MAX else None
         for start in range(0, len(items), self.batch_size):
             idx = order[start : start + self.batch_size]
-            with self._lock, _torch_threads(threads):
+            with self._gate.turn(urgent=kind == "query"), _torch_threads(threads):
                 vecs = self.model.encode(
                     [items[i] for i in idx],
                     batch_size=self.batch_size,

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot.config import Settings
 from bot.fairness import FairExecutor, TitleIndex
-from bot.testing import GUILD_A, GUILD_B, FakeDiscord
+from bot.testing import (
+    ADMIN_ID,
+    ADMIN_PERMISSIONS,
+    GUILD_A,
+    GUILD_B,
+    FakeDiscord,
+    attachment_payload,
+    running_bot,
+)
+from embeddings import Document, HashEncoder, LocalStore
+
+HERONS = "Herons stand still in shallow water for a long time. They wait for fish to come close."
 
 
 def test_a_flooding_server_delays_another_by_at_most_one_job_per_worker():
@@ -124,3 +138,61 @@ async def test_autocomplete_answers_while_every_worker_is_busy(discord_bot: Fake
     finally:
         gate.set()
         await asyncio.gather(*busy)
+
+
+async def test_a_long_ingest_does_not_hold_up_the_servers_questions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Every worker held by this server's slow ingests once meant its own questions waited for them.
+    settings = Settings.load(
+        environ={"CITEBOT_ASK_COOLDOWN": "off", "CITEBOT_ABSTAIN_THRESHOLD": "0"},
+        env_file=None,
+        data_dir=tmp_path / "data",
+        seeds_dir=tmp_path,
+    )
+    store = LocalStore(settings.data_dir)
+    encoder = HashEncoder(dim=64, max_tokens=48)
+    gate = threading.Event()
+    async with running_bot(settings, store, encoder) as fake:
+        fake.bot.libraries.ready(GUILD_A, create=True).ingest(
+            [Document(key="herons", title="Herons", text=HERONS, paragraphs=((0, len(HERONS)),))]
+        )
+        # discord.py loads each cog as a fresh module: patch the one this bot runs.
+        cog = sys.modules[type(fake.bot.get_cog("Admin")).__module__]
+        real = cog.ingest_upload
+
+        def slow_ingest(*args: object) -> object:
+            gate.wait(10)
+            return real(*args)
+
+        monkeypatch.setattr(cog, "ingest_upload", slow_ingest)
+        ingests = []
+        for i in range(6):  # more ingests than there are worker threads of any kind
+            data = f"Heron note {i}. Herons nest in colonies called heronries.".encode()
+            attachment = attachment_payload(f"heron-{i}.txt", data)
+            fake.http.cdn[attachment["url"]] = data
+            ingests.append(
+                asyncio.ensure_future(
+                    fake.slash(
+                        "ingest",
+                        guild_id=GUILD_A,
+                        user_id=ADMIN_ID,
+                        permissions=ADMIN_PERMISSIONS,
+                        file=attachment,
+                    )
+                )
+            )
+        await asyncio.sleep(0.2)
+        try:
+            await asyncio.wait_for(
+                fake.slash("ask", guild_id=GUILD_A, question="How long do herons stand?"), 5
+            )
+            assert not gate.is_set()  # answered while every ingest still waits
+            answer = fake.recorder.last("followup")
+            assert "shallow water" in (answer.embeds[0].description or "")
+        finally:
+            gate.set()
+            await asyncio.gather(*ingests)
+        assert fake.tree.errors == []
+        assert len(fake.bot.libraries.get(GUILD_A).articles()) == 7  # nothing was lost on the way
+    store.close()

@@ -67,7 +67,7 @@ def _source_label(url: str) -> str:
 async def forget_and_report(interaction: discord.Interaction[Citebot], article_id: str) -> None:
     """Forget an article by its id (an exact reference), refresh autocomplete, say what went."""
     bot = interaction.client
-    info = await bot.in_library(interaction.guild_id, Library.forget, article_id)
+    info = await bot.in_library(interaction.guild_id, Library.forget, article_id, write=True)
     log.info("guild %s: user %s forgot %s", interaction.guild_id, interaction.user.id, info.id)
     await bot.refresh_titles(interaction.guild_id)
     await interaction.followup.send(
@@ -162,7 +162,9 @@ class Admin(commands.Cog):
         guild_id = interaction.guild_id
         if file is not None:
             data = await file.read()
-            report = await self.bot.in_library(guild_id, ingest_upload, data, file.filename, create=True)
+            report = await self.bot.in_library(
+                guild_id, ingest_upload, data, file.filename, create=True, write=True
+            )
             source = file.filename
         else:
             assert url is not None
@@ -171,7 +173,7 @@ class Admin(commands.Cog):
             items = await self.bot.download(guild_id, download, url, self.bot.fetcher)
             if len(items) == 1 and isinstance(items[0], FetchError):
                 raise items[0]
-            report = await self.bot.in_library(guild_id, ingest_documents, items, create=True)
+            report = await self.bot.in_library(guild_id, ingest_documents, items, create=True, write=True)
             source = _source_label(url)
         log.info(
             "guild %s: user %s ingested %s: %d added, %d replaced, %d skipped",
