@@ -28,6 +28,7 @@ from discord import app_commands
 from discord.http import HTTPClient, Route
 from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 
+from bot import limits
 from bot.client import Citebot, CitebotTree
 
 APP_ID = 900000000000000001
@@ -371,6 +372,52 @@ def _bot_message(
     ) | ({"message_reference": reference} if reference else {})
 
 
+def payload_problems(body: dict[str, Any]) -> list[str]:
+    """What Discord would refuse in a message or callback body (raw JSON), by :mod:`bot.limits`."""
+    found = limits.problems(
+        content=body.get("content"), embeds=[discord.Embed.from_dict(e) for e in body.get("embeds") or []]
+    )
+    rows = body.get("components") or []
+    if len(rows) > 5:
+        found.append(f"{len(rows)} rows > 5")
+    custom_ids = []
+    for row in rows:
+        items = row.get("components", [])
+        if len(items) > 5:
+            found.append(f"{len(items)} components in a row > 5")
+        for item in items:
+            if len(item.get("label") or "") > limits.BUTTON_LABEL:
+                found.append(f"button label {len(item['label'])} > {limits.BUTTON_LABEL}")
+            if "custom_id" in item:
+                custom_ids.append(item["custom_id"])
+                if not 1 <= len(item["custom_id"]) <= limits.CUSTOM_ID:
+                    found.append(f"custom_id of {len(item['custom_id'])} characters")
+            if len(item.get("url") or "") > 512:
+                found.append("button url > 512")
+    if len(custom_ids) != len(set(custom_ids)):
+        found.append("duplicate custom_id")
+    choices = body.get("choices")
+    if choices is not None:
+        if len(choices) > limits.CHOICES:
+            found.append(f"{len(choices)} choices > {limits.CHOICES}")
+        for c in choices:
+            if not 1 <= len(c["name"]) <= limits.CHOICE_NAME:
+                found.append(f"choice name of {len(c['name'])} characters")
+            if isinstance(c["value"], str) and len(c["value"]) > limits.CHOICE_VALUE:
+                found.append(f"choice value of {len(c['value'])} characters")
+    return found
+
+
+def _refuse_invalid(body: dict[str, Any]) -> None:
+    """Answer an over-limit body as Discord does: 400 Invalid Form Body (nothing is shown)."""
+    found = payload_problems(body)
+    if found:
+        raise discord.HTTPException(
+            _Response(400, "Bad Request"),
+            {"code": 50035, "message": "Invalid Form Body: " + "; ".join(found)},
+        )
+
+
 class RecordingAdapter(AsyncWebhookAdapter):
     """The webhook adapter that carries interaction responses, recording instead of sending."""
 
@@ -384,6 +431,7 @@ class RecordingAdapter(AsyncWebhookAdapter):
         if multipart:
             payload = json.loads(next(p["value"] for p in multipart if p["name"] == "payload_json"))
         sent = self.recorder.add(route.method, route.path, route.url, payload)
+        _refuse_invalid(sent.body)
         if route.path.endswith("/callback"):
             data = sent.payload.get("data") or {}
             response: dict[str, Any] = {
@@ -441,6 +489,8 @@ class RecordingHTTP(HTTPClient):
             payload = json.loads(next(p["value"] for p in form if p["name"] == "payload_json"))
         sent = self.recorder.add(route.method, route.path, route.url, payload)
         path = route.path
+        if "/messages" in path and route.method in ("POST", "PATCH"):
+            _refuse_invalid(sent.payload)
         if path == "/channels/{channel_id}/messages" and route.method == "POST":
             created = _bot_message(sent.payload, str(route.channel_id), sent.payload.get("message_reference"))
             self.messages[int(created["id"])] = created

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from bot import limits, render
 from bot.cogs.ask import answer_message
+from bot.testing import payload_problems
 from embeddings import Answer, ArticleInfo, Hit, IngestReport, IngestResult, Passage, Summary, SummarySentence
 
 HOSTILE = [
@@ -175,3 +176,26 @@ def test_cut_never_exceeds_the_limit_and_never_dangles_an_escape(text: str, limi
     else:
         assert out.endswith("…") or limit <= 1
         assert not out[:-1].endswith("\\")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    content=st.integers(min_value=0, max_value=2100),
+    description=st.integers(min_value=0, max_value=4200),
+    fields=st.integers(min_value=0, max_value=27),
+    choices=st.integers(min_value=0, max_value=27),
+)
+def test_the_fake_discord_refuses_what_discord_refuses(
+    content: int, description: int, fields: int, choices: int
+):
+    # Every test's sends pass this check, so an over-limit message fails its test as it would
+    # fail on Discord (400, nothing shown) instead of passing unnoticed.
+    embed: dict[str, Any] = {"description": "d" * description} if description else {}
+    if fields:
+        embed["fields"] = [{"name": "n", "value": "v"} for _ in range(fields)]
+    body: dict[str, Any] = {"content": "c" * content, "embeds": [embed] if embed else []}
+    if choices:
+        body["choices"] = [{"name": f"c{i}", "value": str(i)} for i in range(choices)]
+    found = payload_problems(body)
+    expected = content > 2000 or description > 4096 or fields > 25 or choices > 25
+    assert bool(found) == expected, found
