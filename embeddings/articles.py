@@ -17,9 +17,11 @@ The rules are general, not tuned to one article:
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import re
+import stat
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -57,10 +59,29 @@ def normalize_text(text: str) -> str:
     return "\n".join(_MULTI_SPACE.sub(" ", line).strip() for line in text.split("\n"))
 
 
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
 def decode_bytes(data: bytes, name: str) -> str:
     """Decode a file's bytes as UTF-8 text, or raise :class:`InputError` saying why not."""
     if not data.strip():
         raise InputError(f"{name}: the file is empty.")
+    # A byte-order mark says which Unicode encoding the file is in (Windows tools write UTF-16
+    # with one); without it, NUL bytes mean binary. UTF-32 marks first: they begin like UTF-16's.
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom) :].decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"{name}: starts like {encoding.upper()} text but is not valid {encoding.upper()} "
+                    f"(at byte {exc.start + len(bom)})."
+                ) from None
     head = data[:8192]
     if b"\x00" in head:
         raise InputError(f"{name}: looks like a binary file (it contains NUL bytes), not text.")
@@ -641,6 +662,9 @@ def parse_jsonl(text: str, *, source: str) -> Iterator[Document | InputError]:
         except json.JSONDecodeError as exc:
             yield InputError(f"{where}: not valid JSON ({exc.msg}).")
             continue
+        except RecursionError:  # the parser recurses per nesting level
+            yield InputError(f"{where}: nested too deeply to read (an article is never that deep).")
+            continue
         if not isinstance(record, dict):
             yield InputError(f"{where}: each line must be a JSON object.")
             continue
@@ -738,5 +762,26 @@ def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[InputErr
             else:
                 files.append(p)
         else:
-            problems.append(InputError(f"{p}: no such file or folder."))
+            problems.append(InputError(f"{p}: {_what_it_is(p)}"))
     return files, problems
+
+
+def _what_it_is(p: Path) -> str:
+    """Why ``p``, which is neither a regular file nor a folder, cannot be read, in words."""
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        if p.is_symlink():
+            return "a link to something that does not exist."
+        return "no such file or folder."
+    except PermissionError:
+        return "cannot be reached (permission denied on a folder above it)."
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})."
+    if stat.S_ISFIFO(mode):
+        return "is a named pipe (FIFO), not a file: save what it carries to a file first."
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a file."
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a file."
+    return "is not a regular file or folder."

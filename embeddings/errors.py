@@ -142,7 +142,7 @@ class LibraryBusyError(CitebotError):
         super().__init__(message, library=library)
 
 
-Outage = Literal["unreachable", "lost", "lost_while_saving", "lost_while_indexing"]
+Outage = Literal["unreachable", "lost", "lost_while_saving", "lost_while_indexing", "too_slow"]
 
 
 class StoreUnavailableError(CitebotError):
@@ -150,7 +150,9 @@ class StoreUnavailableError(CitebotError):
 
     ``outage`` is ``unreachable`` (no connection could be made), ``lost`` (the connection
     dropped twice), ``lost_while_saving`` (dropped during a commit: the change may or may not
-    be saved) or ``lost_while_indexing`` (the data is saved, an index build was cut short). ``detail`` is the driver's first line, with no password in it.
+    be saved) or ``lost_while_indexing`` (the data is saved, an index build was cut short) or ``too_slow`` (a
+    statement ran past the store's statement timeout: an overloaded server or a lock held
+    elsewhere; nothing of it was applied). ``detail`` is the driver's first line, with no password in it.
     """
 
     def __init__(self, outage: Outage, detail: str) -> None:
@@ -163,6 +165,7 @@ class StoreUnavailableError(CitebotError):
             "so the change may or may not be saved",
             "lost_while_indexing": "Lost the connection to the PostgreSQL database while building a "
             "search index; the data is saved and the index is built again on the next write",
+            "too_slow": "The PostgreSQL database did not answer in time",
         }[outage]
         super().__init__(f"{what} ({detail}).")
 

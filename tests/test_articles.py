@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import codecs
 import json
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from embeddings import InputError, expand_paths, load_file
-from embeddings.articles import _page_title, clean_article, is_boilerplate, parse_date, parse_markdown
+from embeddings.articles import (
+    _page_title,
+    clean_article,
+    decode_bytes,
+    is_boilerplate,
+    load_bytes,
+    parse_date,
+    parse_markdown,
+)
 
 from .conftest import SEED
 
@@ -281,3 +293,63 @@ def test_boilerplate_lines(line: str):
 )
 def test_article_lines_are_not_boilerplate(line: str):
     assert not is_boilerplate(line)
+
+
+# ------------------------------------------------------------------ unreadable inputs, truthfully
+
+_prose = st.text(
+    alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters="\ufeff"),
+    min_size=1,
+    max_size=200,
+).filter(lambda t: t.strip())
+
+
+@settings(max_examples=80, deadline=None)
+@given(text=_prose, encoding=st.sampled_from(["utf-16", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"]))
+def test_unicode_files_with_a_byte_order_mark_are_read(text: str, encoding: str):
+    # Windows tools save UTF-16 with a BOM; it used to be called "binary" for its NUL bytes.
+    bom = {"utf-16": b"", "utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}
+    bom |= {"utf-32-le": codecs.BOM_UTF32_LE, "utf-32-be": codecs.BOM_UTF32_BE}
+    data = bom[encoding] + text.encode(encoding)
+    assert decode_bytes(data, "notes.txt") == text
+
+
+@settings(max_examples=25, deadline=None)
+@given(depth=st.integers(min_value=1, max_value=200_000), opener=st.sampled_from(["[", '{"a":']))
+def test_a_deeply_nested_jsonl_line_is_skipped_and_the_rest_kept(depth: int, opener: str):
+    closer = "]" if opener == "[" else "}"
+    deep = (
+        json.dumps({"title": "Deep", "text": "Egrets are herons too, and they nest in colonies."})[:-1]
+        + ', "extra": '
+        + opener * depth
+        + "1"
+        + closer * depth
+        + "}"
+    )
+    good = json.dumps({"title": "Herons", "text": "Herons wade in shallow water."})
+    items = list(load_bytes(f"{good}\n{deep}\n{good}\n".encode(), name="mix.jsonl", key="mix"))
+    docs = [i for i in items if not isinstance(i, InputError)]
+    errors = [str(i) for i in items if isinstance(i, InputError)]
+    if errors:  # too deep for the parser: that line alone is skipped, with its number
+        assert errors == ["mix.jsonl:2: nested too deeply to read (an article is never that deep)."]
+        assert [d.title for d in docs] == ["Herons", "Herons"]
+    else:
+        assert [d.title for d in docs] == ["Herons", "Deep", "Herons"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.binary(max_size=600), kind=st.sampled_from(["txt", "md", "html", "jsonl"]))
+def test_any_bytes_give_articles_or_reasons_never_an_exception(data: bytes, kind: str):
+    for item in load_bytes(data, name=f"upload.{kind}", key="k", kind=kind):
+        assert isinstance(item, InputError) or item.text
+
+
+def test_pipes_and_devices_are_named_for_what_they_are(tmp_path: Path):
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+    _, problems = expand_paths([fifo, "/dev/zero", tmp_path / "missing.txt"])
+    assert [str(p).split(": ", 1)[1] for p in problems] == [
+        "is a named pipe (FIFO), not a file: save what it carries to a file first.",
+        "is a device, not a file.",
+        "no such file or folder.",
+    ]

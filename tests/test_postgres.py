@@ -467,3 +467,54 @@ def test_missing_driver_says_what_to_install(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if psycopg were not installed
     with pytest.raises(ImportError, match=r"pip install 'citebot\[postgres\]'"):
         PostgresStore("postgresql:///unused")
+
+
+def test_a_server_that_accepts_and_never_answers_is_reported_in_seconds():
+    # It accepts the TCP connection and says nothing: libpq would wait forever without a limit.
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(StoreUnavailableError) as caught:
+            PostgresStore(f"postgresql://citebot:secret@127.0.0.1:{port}/citebot", connect_timeout=2)
+        elapsed = time.monotonic() - start
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+    assert caught.value.outage == "unreachable"
+    assert elapsed < 10  # two tries of 2 s, not forever
+    assert "secret" not in for_cli(caught.value)
+    assert "Check that the server is running" in for_cli(caught.value)
+
+
+def test_a_statement_past_the_timeout_is_too_slow_not_unexpected(pg_dsn: str):
+    store = PostgresStore(pg_dsn, statement_timeout=0.3)
+    try:
+        with pytest.raises(StoreUnavailableError) as caught:
+            store._run(lambda conn: conn.execute("SELECT pg_sleep(3)"))
+        assert caught.value.outage == "too_slow"
+        assert "did not answer in time" in for_cli(caught.value)
+        # The connection is usable afterwards, with the same limit.
+        assert store._run(lambda conn: conn.execute("SHOW statement_timeout").fetchone())[0] == "300ms"
+    finally:
+        store.close()

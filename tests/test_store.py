@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot.wording import for_cli
 from embeddings import (
@@ -178,6 +180,29 @@ def test_truncated_vectors_file_is_detected(tmp_path: Path, hash_encoder: HashEn
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CorruptIndexError, match=r"damaged|do not match"):
         Library(LocalStore(tmp_path), hash_encoder, "lib").search("cats")
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.integers(min_value=0, max_value=4 * 10**12), cols=st.integers(min_value=0, max_value=10**6))
+def test_a_header_claiming_any_shape_is_refused_before_loading(
+    tmp_path_factory: pytest.TempPathFactory, hash_encoder: HashEncoder, rows: int, cols: int
+):
+    # A header claiming 4e9 rows once made numpy try to allocate 5.6 TiB (MemoryError).
+    root = tmp_path_factory.mktemp("lib")
+    store = LocalStore(root)
+    Library(store, hash_encoder, "lib").ingest([CATS, DOGS])
+    store.close()
+    path = _vector_file(store, "lib")
+    real = np.load(path)
+    if (rows, cols) == real.shape:
+        return
+    with open(path, "r+b") as f:  # rewrite the header only, as a flipped digit would
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": (rows, cols)}
+        )
+    with pytest.raises(CorruptIndexError, match=r"do not match|damaged") as err:
+        Library(LocalStore(root), hash_encoder, "lib").search("cats")
+    assert err.value.part == "passage vectors" and err.value.rebuildable
 
 
 def test_missing_vectors_file_is_detected(tmp_path: Path, hash_encoder: HashEncoder):

@@ -166,6 +166,17 @@ def _holder(owner_file: Path) -> str | None:
     return None
 
 
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """The shape and type a ``.npy`` file's header declares, read without loading the data."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, _fortran, dtype = read(f)
+    return tuple(shape), dtype
+
+
 class LocalStore:
     """Libraries in folders under ``root``; exact top-k search with numpy."""
 
@@ -375,6 +386,20 @@ class LocalStore:
         """Load one vector set and check it against the database; FileNotFoundError passes."""
         vec_path, ids_path = self._files(library, generation, which)
         try:
+            # The headers first: a damaged header claiming billions of rows must not make numpy
+            # try to allocate terabytes before anything is checked.
+            expected = {vec_path: ((len(db_ids), dim), np.float32), ids_path: ((len(db_ids),), np.int64)}
+            for path, (shape, dtype) in expected.items():
+                found_shape, found_dtype = _npy_header(path)
+                if found_shape != shape or found_dtype != np.dtype(dtype):
+                    raise CorruptIndexError(
+                        library,
+                        _PART[which],
+                        f"do not match the database: {path.name} says it holds {found_dtype} of "
+                        f"shape {found_shape}, the database expects {np.dtype(dtype)} of shape {shape}",
+                        rebuildable=True,
+                        location=str(path),
+                    )
             vectors = np.load(vec_path, allow_pickle=False)
             ids = np.load(ids_path, allow_pickle=False)
         except FileNotFoundError:

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import math
 import os
 import socket
 import time
@@ -96,12 +97,18 @@ class PostgresStore:
         hnsw_ef_construction: int = 64,
         pool_size: int = 8,
         migrations: Sequence[Migration] | None = None,
+        connect_timeout: float = 10.0,
+        statement_timeout: float = 60.0,
     ) -> None:
         psycopg = psycopg_module()
         if not 1 <= ef_search <= _HNSW_MAX_EF:
             raise ValueError(f"ef_search must be between 1 and {_HNSW_MAX_EF}")
         self._psycopg = psycopg
         self._dsn = dsn
+        # A server that accepts the TCP connection and never answers (a hung host, a firewall
+        # that drops packets) would otherwise hold a command or a question forever.
+        self.connect_timeout = connect_timeout
+        self.statement_timeout = statement_timeout
         self.ef_search = ef_search
         self.index_threshold = index_threshold
         self.hnsw_m = hnsw_m
@@ -119,11 +126,28 @@ class PostgresStore:
     def _open(self) -> psycopg.Connection[Any]:
         try:
             conn: psycopg.Connection[Any] = self._psycopg.connect(
-                self._dsn, autocommit=True, application_name="citebot"
+                self._dsn,
+                autocommit=True,
+                application_name="citebot",
+                # libpq counts whole seconds, at least 2.
+                connect_timeout=max(2, math.ceil(self.connect_timeout)),
+                # A connection whose server vanished is noticed within about a minute.
+                keepalives=1,
+                keepalives_idle=30,
+                keepalives_interval=10,
+                keepalives_count=3,
             )
-            return conn
         except self._psycopg.OperationalError as exc:
             raise StoreUnavailableError("unreachable", first_line(exc)) from exc
+        try:
+            conn.execute("SELECT set_config('statement_timeout', %s, false)", (self._statement_ms(),))
+        except self._psycopg.OperationalError as exc:
+            conn.close()
+            raise StoreUnavailableError("unreachable", first_line(exc)) from exc
+        return conn
+
+    def _statement_ms(self) -> str:
+        return str(max(0, round(self.statement_timeout * 1000)))
 
     def _connect(self) -> psycopg.Connection[Any]:
         """A new connection with the vector type registered (numpy arrays in and out)."""
@@ -165,6 +189,8 @@ class PostgresStore:
                         result = fn(conn)
                         committing = True
                     return result
+            except self._psycopg.errors.QueryCanceled as exc:
+                raise StoreUnavailableError("too_slow", first_line(exc)) from exc
             except (self._psycopg.OperationalError, self._psycopg.InterfaceError) as exc:
                 if not is_disconnect(exc):
                     raise
@@ -502,6 +528,8 @@ class PostgresStore:
             (got,) = _one(conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone())
             if not got:
                 return False
+            # An index build takes minutes on a big library: no statement timeout for it.
+            conn.execute("SET statement_timeout = 0")
             try:
                 for name in drop:
                     conn.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
@@ -522,6 +550,8 @@ class PostgresStore:
             finally:
                 if not conn.broken:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                    # The connection goes back to the pool: the usual limit again.
+                    conn.execute("SELECT set_config('statement_timeout', %s, false)", (self._statement_ms(),))
             return True
 
     # ------------------------------------------------------------------ reading
