@@ -15,6 +15,7 @@ from embeddings import (
     EmptyLibraryError,
     IndexMismatchError,
     IndexStateError,
+    LibraryAccessError,
     LibraryBusyError,
     NotFoundError,
     StoreUnavailableError,
@@ -53,6 +54,15 @@ def for_cli(error: CitebotError) -> str:
             return f"{text} Run `citebot rebuild{lib}` to re-embed it from the stored articles."
         where = f"Move {error.location} aside and ingest" if error.location else "Ingest"
         return f"{text} {where} the articles again (`citebot ingest PATH{lib}`)."
+    if isinstance(error, LibraryAccessError):
+        if error.problem == "disk_full":
+            return f"{text} Free some space and run this again; the library itself is intact."
+        if error.problem == "read_only":
+            return f"{text} The library is intact: make it writable (or copy it somewhere writable) to change it."
+        return (
+            f"{text} The library is intact: run citebot as the user who owns it, or give this user "
+            "write access to the folder."
+        )
     if isinstance(error, LibraryBusyError):
         if error.locked_database:
             return f"{text} Try again in a moment."
@@ -90,6 +100,8 @@ def for_discord(error: CitebotError) -> tuple[str, bool]:
         return BUSY, False
     if isinstance(error, StoreUnavailableError):
         return UNAVAILABLE, True
+    if isinstance(error, LibraryAccessError):
+        return OPERATOR, True
     if isinstance(error, IndexStateError):
         # A damaged index or a changed model is the operator's problem, not the member's.
         return OPERATOR, True

@@ -142,6 +142,29 @@ class LibraryBusyError(CitebotError):
         super().__init__(message, library=library)
 
 
+AccessProblem = Literal["permission", "read_only", "disk_full"]
+
+
+class LibraryAccessError(CitebotError):
+    """The library's files are intact but cannot be written (or opened) here.
+
+    ``problem`` is ``permission`` (the files or folder belong to someone else or deny this
+    user), ``read_only`` (a read-only file system or database) or ``disk_full`` (no space left;
+    the change was not made and the library is as it was). ``location`` is the path concerned.
+    """
+
+    def __init__(self, library: str, problem: AccessProblem, location: str, detail: str = "") -> None:
+        self.problem = problem
+        self.location = location
+        self.detail = detail
+        what = {
+            "permission": f"citebot is not allowed to write to library {library!r} ({location})",
+            "read_only": f"Library {library!r} is on a read-only file system or is a read-only database ({location})",
+            "disk_full": f"The disk holding library {library!r} is full ({location}); nothing was changed",
+        }[problem]
+        super().__init__(f"{what}.", library=library)
+
+
 Outage = Literal["unreachable", "lost", "lost_while_saving", "lost_while_indexing", "too_slow"]
 
 
@@ -187,6 +210,7 @@ __all__ = [
     "IndexMismatchError",
     "IndexStateError",
     "InputError",
+    "LibraryAccessError",
     "LibraryBusyError",
     "ModelLoadError",
     "NotFoundError",

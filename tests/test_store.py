@@ -5,6 +5,7 @@ Uses the deterministic hash encoder: none of this depends on the model.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sqlite3
@@ -29,6 +30,7 @@ from embeddings import (
     HashEncoder,
     IndexMismatchError,
     Library,
+    LibraryAccessError,
     LibraryBusyError,
     LocalStore,
     NotFoundError,
@@ -402,3 +404,59 @@ def test_vectors_are_float32_normalised_and_ordered(store: LocalStore, hash_enco
     assert list(m.ids) == sorted(m.ids)
     with sqlite3.connect(store.library_dir("lib") / "index.sqlite3") as conn:
         assert conn.execute("SELECT COUNT(*) FROM passages").fetchone()[0] == len(m.ids)
+
+
+# ------------------------------------------------------------------ access problems, truthfully
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    code=st.sampled_from([errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM]),
+    where=st.sampled_from(["vectors", "lock", "owner"]),
+)
+def test_a_full_disk_or_a_refused_write_is_said_as_such_and_loses_nothing(
+    tmp_path_factory: pytest.TempPathFactory, hash_encoder: HashEncoder, code: int, where: str
+):
+    # These used to end in "unexpected error: OSError ..." or call an intact library damaged.
+    import filelock
+
+    from embeddings.store import local
+
+    root = tmp_path_factory.mktemp("lib")
+    store = LocalStore(root)
+    lib = Library(store, hash_encoder, "lib")
+    lib.ingest([CATS])
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(code, os.strerror(code), str(root / "libraries" / "lib" / "x"))
+
+    target = {
+        "vectors": (local, "_save_npy"),
+        "lock": (filelock.FileLock, "acquire"),
+        "owner": (Path, "write_text"),
+    }[where]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(*target, refuse)
+        with pytest.raises(LibraryAccessError) as err:
+            lib.ingest([DOGS])
+    expected = {errno.ENOSPC: "disk_full", errno.EDQUOT: "disk_full", errno.EROFS: "read_only"}
+    assert err.value.problem == expected.get(code, "permission")
+    advice = for_cli(err.value)
+    assert "intact" in advice and "aside" not in advice and "rebuild" not in advice
+    # Nothing was lost or half-written: the library answers as before.
+    assert [a.title for a in lib.articles()] == ["All about cats"]
+    assert lib.search("cats purr", k=1)[0].article.title == "All about cats"
+    store.close()
+
+
+def test_a_read_only_database_is_not_called_damaged(tmp_path: Path, hash_encoder: HashEncoder):
+    store = LocalStore(tmp_path)
+    lib = Library(store, hash_encoder, "lib")
+    lib.ingest([CATS])
+    store._conn("lib").execute("PRAGMA query_only=ON")  # SQLite now refuses writes, as read-only
+    with pytest.raises(LibraryAccessError) as err:
+        lib.ingest([DOGS])
+    assert err.value.problem in ("permission", "read_only")
+    assert "damaged" not in str(err.value)
+    assert lib.search("cats purr", k=1)[0].article.title == "All about cats"  # reading still works
+    store.close()

@@ -17,6 +17,7 @@ CRC) and refuse to answer from a half-written or damaged index.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -35,7 +36,15 @@ import numpy as np
 from filelock import FileLock, Timeout
 from numpy.typing import NDArray
 
-from ..errors import CorruptIndexError, EmptyLibraryError, IndexMismatchError, LibraryBusyError
+from ..errors import (
+    AccessProblem,
+    CitebotError,
+    CorruptIndexError,
+    EmptyLibraryError,
+    IndexMismatchError,
+    LibraryAccessError,
+    LibraryBusyError,
+)
 from ..types import Article, ArticleInfo, Passage
 from . import (
     ArticleWrite,
@@ -166,6 +175,9 @@ def _holder(owner_file: Path) -> str | None:
     return None
 
 
+_ACCESS_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
     """The shape and type a ``.npy`` file's header declares, read without loading the data."""
     with open(path, "rb") as f:
@@ -212,9 +224,48 @@ class LocalStore:
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
             except sqlite3.DatabaseError as exc:
-                raise self._corrupt_db(library, exc) from exc
+                raise self._db_error(library, exc) from exc
+            except OSError as exc:
+                if exc.errno not in _ACCESS_ERRNOS:
+                    raise
+                raise self._os_error(library, exc) from exc
             self._conns[library] = conn
             return conn
+
+    def _db_error(self, library: str, exc: sqlite3.DatabaseError) -> CitebotError:
+        """What a database error means: a file this user may not write, a full disk, or damage.
+
+        Only real damage is called damage: advising to move an intact library aside over a
+        permission problem would discard a good library.
+        """
+        text = str(exc).lower()
+        db = str(self.library_dir(library) / "index.sqlite3")
+        if isinstance(exc, sqlite3.OperationalError):
+            if "disk is full" in text or "disk full" in text:
+                return LibraryAccessError(library, "disk_full", db, str(exc))
+            if "readonly" in text or "read-only" in text:
+                return LibraryAccessError(library, self._why_not_writable(library), db, str(exc))
+            if "unable to open" in text:
+                return LibraryAccessError(library, self._why_not_writable(library), db, str(exc))
+        return self._corrupt_db(library, exc)
+
+    def _why_not_writable(self, library: str) -> AccessProblem:
+        folder = self.library_dir(library)
+        try:
+            if os.statvfs(folder).f_flag & os.ST_RDONLY:
+                return "read_only"
+        except OSError:
+            pass
+        return "permission"
+
+    def _os_error(self, library: str, exc: OSError) -> LibraryAccessError:
+        """An access error (errno in ``_ACCESS_ERRNOS``) on the library's files, in the user's terms."""
+        where = str(exc.filename or self.library_dir(library))
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return LibraryAccessError(library, "disk_full", where, str(exc))
+        if exc.errno == errno.EROFS:
+            return LibraryAccessError(library, "read_only", where, str(exc))
+        return LibraryAccessError(library, self._why_not_writable(library), where, str(exc))
 
     def _corrupt_db(self, library: str, exc: Exception) -> CorruptIndexError:
         # The database holds the article texts themselves: nothing is left to rebuild from.
@@ -235,7 +286,11 @@ class LocalStore:
             except sqlite3.DatabaseError as exc:
                 if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                     raise LibraryBusyError(library, locked_database=True) from exc
-                raise self._corrupt_db(library, exc) from exc
+                raise self._db_error(library, exc) from exc
+            except OSError as exc:  # writing the vector files: a full disk, a read-only folder
+                if exc.errno not in _ACCESS_ERRNOS:
+                    raise
+                raise self._os_error(library, exc) from exc
 
     def close(self) -> None:
         """Close every open database connection."""
@@ -298,17 +353,26 @@ class LocalStore:
     def writer(self, library: str, timeout: float = 0.0) -> Iterator[None]:
         """Hold the cross-process write lock of ``library``."""
         folder = self.library_dir(library)
-        folder.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(folder / "write.lock"))
         owner_file = folder / "writer.json"
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             lock.acquire(timeout=timeout)
         except Timeout:
             raise LibraryBusyError(library, _holder(owner_file)) from None
+        except OSError as exc:
+            if exc.errno not in _ACCESS_ERRNOS:
+                raise
+            raise self._os_error(library, exc) from exc
         try:
-            owner_file.write_text(
-                json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now()})
-            )
+            try:
+                owner_file.write_text(
+                    json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now()})
+                )
+            except OSError as exc:
+                if exc.errno not in _ACCESS_ERRNOS:
+                    raise
+                raise self._os_error(library, exc) from exc
             yield
         finally:
             with contextlib.suppress(OSError):
