@@ -8,6 +8,8 @@ bot's operator and never shows command-line advice or internal library names.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from embeddings import (
     CitebotError,
     CopyConflictError,
@@ -52,6 +54,12 @@ def for_cli(error: CitebotError) -> str:
     if isinstance(error, CorruptIndexError):
         if error.rebuildable:
             return f"{text} Run `citebot rebuild{lib}` to re-embed it from the stored articles."
+        if error.detail == "is missing" and error.location:
+            folder = str(Path(error.location).parent)
+            return (
+                f"{text} Restore {error.location} from a backup, or move {folder} aside and ingest the "
+                f"articles again (`citebot ingest PATH{lib}`)."
+            )
         where = f"Move {error.location} aside and ingest" if error.location else "Ingest"
         return f"{text} {where} the articles again (`citebot ingest PATH{lib}`)."
     if isinstance(error, LibraryAccessError):

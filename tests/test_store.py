@@ -460,3 +460,17 @@ def test_a_read_only_database_is_not_called_damaged(tmp_path: Path, hash_encoder
     assert "damaged" not in str(err.value)
     assert lib.search("cats purr", k=1)[0].article.title == "All about cats"  # reading still works
     store.close()
+
+
+def test_a_deleted_database_is_missing_not_an_empty_library(tmp_path: Path, hash_encoder: HashEncoder):
+    store = LocalStore(tmp_path)
+    Library(store, hash_encoder, "lib").ingest([CATS])
+    store.close()
+    (store.library_dir("lib") / "index.sqlite3").unlink()
+    fresh = LocalStore(tmp_path)
+    with pytest.raises(CorruptIndexError, match="missing") as err:
+        Library(fresh, hash_encoder, "lib").articles()
+    assert err.value.part == "database" and not err.value.rebuildable
+    assert "Restore" in for_cli(err.value) and "from a backup" in for_cli(err.value)
+    with pytest.raises(CorruptIndexError, match="missing"):  # and an ingest does not start afresh
+        Library(fresh, hash_encoder, "lib").ingest([DOGS])

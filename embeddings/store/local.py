@@ -214,6 +214,7 @@ class LocalStore:
             folder = self.library_dir(library)
             db = folder / "index.sqlite3"
             if not db.exists():
+                self._check_not_missing(library)
                 if not create:
                     raise EmptyLibraryError(library)
                 folder.mkdir(parents=True, exist_ok=True)
@@ -231,6 +232,14 @@ class LocalStore:
                 raise self._os_error(library, exc) from exc
             self._conns[library] = conn
             return conn
+
+    def _check_not_missing(self, library: str) -> None:
+        """Vectors without their database: it was deleted or moved, the library not never made."""
+        folder = self.library_dir(library)
+        if any(folder.glob("vectors.*.npy")):
+            raise CorruptIndexError(
+                library, "database", "is missing", rebuildable=False, location=str(folder / "index.sqlite3")
+            )
 
     def _db_error(self, library: str, exc: sqlite3.DatabaseError) -> CitebotError:
         """What a database error means: a file this user may not write, a full disk, or damage.
@@ -308,6 +317,7 @@ class LocalStore:
     def spec(self, library: str) -> IndexSpec | None:
         """The spec the library was built with, or None if it does not exist."""
         if not (self.library_dir(library) / "index.sqlite3").exists():
+            self._check_not_missing(library)
             return None
         with self._db(library) as conn:
             raw = self._meta(conn).get("spec")
