@@ -21,7 +21,7 @@ import pytest
 from bot.cli import EXIT_ERROR, EXIT_OK, main
 from bot.wording import for_cli
 from embeddings import Feedback, HashEncoder, Library, LocalStore
-from embeddings.errors import CopyConflictError, IndexStateError, StoreUnavailableError
+from embeddings.errors import CopyConflictError, CorruptIndexError, IndexStateError, StoreUnavailableError
 from embeddings.store.postgres import Migration, PostgresStore, load_migrations
 from embeddings.store.transfer import copy_library
 
@@ -281,11 +281,13 @@ _MIGRATE = textwrap.dedent(
     sys.path.insert(0, {root!r})
     from embeddings.store.postgres import Migration, PostgresStore, load_migrations
 
-    extra = Migration(2, "two_tables", {sql!r})
+    extra = Migration(len(load_migrations()) + 1, "two_tables", {sql!r})
     PostgresStore({dsn!r}, migrations=[*load_migrations(), extra]).close()
     print("migrated", flush=True)
     """
 )
+SHIPPED = [m.version for m in load_migrations()]
+NEXT = SHIPPED[-1] + 1  # a test migration after every shipped one
 _TWO_TABLES = "CREATE TABLE first_half (x int); SELECT pg_sleep({sleep}); CREATE TABLE second_half (x int);"
 
 
@@ -317,20 +319,20 @@ def test_migration_killed_halfway_runs_again_and_finishes(pg_dsn: str, tmp_path:
     # The next start waits for the dead one's transaction to be rolled back, then applies it all.
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "migrated" in done.stdout, done.stderr
-    assert _versions(pg_dsn) == [1, 2]
+    assert _versions(pg_dsn) == [*SHIPPED, NEXT]
     assert {"first_half", "second_half"} <= _tables(pg_dsn)
 
 
 def test_migration_failing_after_its_first_statement_leaves_nothing(pg_dsn: str):
-    broken = Migration(2, "broken", "CREATE TABLE first_half (x int); SELECT 1 / 0;")
+    broken = Migration(NEXT, "broken", "CREATE TABLE first_half (x int); SELECT 1 / 0;")
     with pytest.raises(psycopg.errors.DivisionByZero):
         PostgresStore(pg_dsn, migrations=[*load_migrations(), broken])
-    assert _versions(pg_dsn) == [1] and "first_half" not in _tables(pg_dsn)
-    fixed = Migration(2, "fixed", "CREATE TABLE first_half (x int); SELECT 1;")
+    assert _versions(pg_dsn) == SHIPPED and "first_half" not in _tables(pg_dsn)
+    fixed = Migration(NEXT, "fixed", "CREATE TABLE first_half (x int); SELECT 1;")
     PostgresStore(pg_dsn, migrations=[*load_migrations(), fixed]).close()
-    assert _versions(pg_dsn) == [1, 2] and "first_half" in _tables(pg_dsn)
+    assert _versions(pg_dsn) == [*SHIPPED, NEXT] and "first_half" in _tables(pg_dsn)
     PostgresStore(pg_dsn, migrations=[*load_migrations(), fixed]).close()  # nothing to do
-    changed = Migration(2, "fixed", "CREATE TABLE first_half (y int);")
+    changed = Migration(NEXT, "fixed", "CREATE TABLE first_half (y int);")
     with pytest.raises(IndexStateError, match="was changed after it was applied"):
         PostgresStore(pg_dsn, migrations=[*load_migrations(), changed])
     with pytest.raises(IndexStateError, match="newer than this citebot knows"):
@@ -518,3 +520,12 @@ def test_a_statement_past_the_timeout_is_too_slow_not_unexpected(pg_dsn: str):
         assert store._run(lambda conn: conn.execute("SHOW statement_timeout").fetchone())[0] == "300ms"
     finally:
         store.close()
+
+
+def test_altered_passage_text_is_refused_on_postgresql(pg: PostgresStore, enc: HashEncoder):
+    lib = Library(pg, enc, "lib")
+    lib.ingest([CATS])
+    with psycopg.connect(pg._dsn, autocommit=True) as conn:
+        conn.execute("UPDATE passages SET text = upper(text) WHERE id = (SELECT min(id) FROM passages)")
+    with pytest.raises(CorruptIndexError, match="no longer matches its checksum"):
+        lib.ask("Do cats purr?")

@@ -474,3 +474,41 @@ def test_a_deleted_database_is_missing_not_an_empty_library(tmp_path: Path, hash
     assert "Restore" in for_cli(err.value) and "from a backup" in for_cli(err.value)
     with pytest.raises(CorruptIndexError, match="missing"):  # and an ingest does not start afresh
         Library(fresh, hash_encoder, "lib").ingest([DOGS])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(position=st.integers(min_value=0, max_value=10_000), replacement=st.characters(codec="utf-8"))
+def test_altered_passage_text_is_refused_never_quoted(
+    tmp_path_factory: pytest.TempPathFactory, hash_encoder: HashEncoder, position: int, replacement: str
+):
+    # Text changed inside the database (same length: SQLite's integrity check still says ok)
+    # was once quoted at confidence 0.98.
+    root = tmp_path_factory.mktemp("lib")
+    store = LocalStore(root)
+    lib = Library(store, hash_encoder, "lib")
+    lib.ingest([CATS])
+    conn = store._conn("lib")
+    pid, text = conn.execute("SELECT id, text FROM passages ORDER BY id LIMIT 1").fetchone()
+    i = position % len(text)
+    altered = text[:i] + replacement + text[i + 1 :]
+    if altered == text:
+        return
+    conn.execute("UPDATE passages SET text=? WHERE id=?", (altered, pid))
+    with pytest.raises(CorruptIndexError, match="no longer matches its checksum") as err:
+        lib.ask("Do cats purr?")
+    assert not err.value.rebuildable
+    store.close()
+
+
+def test_a_library_from_before_checksums_gets_them(tmp_path: Path, hash_encoder: HashEncoder):
+    store = LocalStore(tmp_path)
+    lib = Library(store, hash_encoder, "lib")
+    lib.ingest([CATS])
+    conn = store._conn("lib")
+    conn.execute("ALTER TABLE passages DROP COLUMN text_md5")  # as an older citebot made it
+    store.close()
+    fresh = LocalStore(tmp_path)
+    assert Library(fresh, hash_encoder, "lib").search("cats purr", k=1)[0].article.title == "All about cats"
+    (missing,) = fresh._conn("lib").execute("SELECT count(*) FROM passages WHERE text_md5 IS NULL").fetchone()
+    assert missing == 0
+    fresh.close()

@@ -7,6 +7,7 @@ result in both live here, so that both stores answer with the same ids, scores a
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -14,13 +15,21 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import CorruptIndexError
 from ..types import ArticleInfo, Passage
 from . import SentenceRow
 
 T = TypeVar("T")
 
-PASSAGE_COLUMNS = 'id, article_id, ordinal, paragraph, start, "end", text'
+PASSAGE_COLUMNS = 'id, article_id, ordinal, paragraph, start, "end", text, text_md5'
 """The columns :func:`passage_from_row` reads, in order."""
+PASSAGE_WIDTH = PASSAGE_COLUMNS.count(",") + 1
+"""How many columns that is (a query may select more after them)."""
+
+
+def text_md5(text: str) -> str:
+    """The checksum stored beside each passage's text, hex (PostgreSQL's ``md5()`` agrees)."""
+    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 def info_columns(array_length: str) -> str:
@@ -40,9 +49,22 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def passage_from_row(row: Sequence[Any]) -> Passage:
-    """A :class:`Passage` from a row of :data:`PASSAGE_COLUMNS` (a database row: typed by the driver)."""
-    pid, article_id, ordinal, paragraph, start, end, text = row
+def passage_from_row(row: Sequence[Any], library: str) -> Passage:
+    """A :class:`Passage` from a row of :data:`PASSAGE_COLUMNS` (a database row: typed by the driver).
+
+    The text is checked against its stored checksum: a quote is the source, so a passage whose
+    text changed inside the database (a flipped byte, an edit by hand) is refused, never quoted.
+    Rows written before checksums existed (``text_md5`` NULL) are not checked.
+    """
+    pid, article_id, ordinal, paragraph, start, end, text, md5 = row[:PASSAGE_WIDTH]
+    if md5 is not None and text_md5(str(text)) != md5:
+        raise CorruptIndexError(
+            library,
+            "database",
+            f"holds a passage whose text no longer matches its checksum (passage {pid} of article "
+            f"{article_id}): it was altered after it was stored",
+            rebuildable=False,
+        )
     return Passage(
         str(article_id), int(ordinal), int(paragraph), int(start), int(end), str(text), id=int(pid)
     )
@@ -82,11 +104,13 @@ def top_k(scores: NDArray[np.float32], ids: NDArray[np.int64], k: int) -> list[t
 
 __all__ = [
     "PASSAGE_COLUMNS",
+    "PASSAGE_WIDTH",
     "group_by_passage",
     "in_order",
     "info_columns",
     "infos_by_id",
     "now",
     "passage_from_row",
+    "text_md5",
     "top_k",
 ]

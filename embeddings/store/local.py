@@ -64,6 +64,7 @@ from .common import (
     infos_by_id,
     now,
     passage_from_row,
+    text_md5,
     top_k,
 )
 
@@ -94,7 +95,8 @@ CREATE TABLE IF NOT EXISTS passages (
     start INTEGER NOT NULL,
     "end" INTEGER NOT NULL,
     text TEXT NOT NULL,
-    length INTEGER NOT NULL
+    length INTEGER NOT NULL,
+    text_md5 TEXT
 );
 CREATE INDEX IF NOT EXISTS passages_article ON passages(article_id, ordinal);
 CREATE TABLE IF NOT EXISTS sentences (
@@ -175,6 +177,25 @@ def _holder(owner_file: Path) -> str | None:
     return None
 
 
+def _add_text_checksums(conn: sqlite3.Connection) -> None:
+    """Give a library made before passage checksums existed its column and checksums, once."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(passages)")}
+    if "text_md5" in columns:
+        return
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ALTER TABLE passages ADD COLUMN text_md5 TEXT")
+        rows = conn.execute("SELECT id, text FROM passages").fetchall()
+        conn.executemany("UPDATE passages SET text_md5=? WHERE id=?", [(text_md5(t), i) for i, t in rows])
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if "readonly" not in str(exc).lower():
+            raise
+        # A read-only library is still read; its passages go unchecked until it is writable.
+
+
 _ACCESS_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
@@ -224,6 +245,7 @@ class LocalStore:
                 conn.execute("PRAGMA foreign_keys=ON")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
+                _add_text_checksums(conn)
             except sqlite3.DatabaseError as exc:
                 raise self._db_error(library, exc) from exc
             except OSError as exc:
@@ -662,8 +684,8 @@ class LocalStore:
         ids: list[int] = []
         for p, terms in zip(w.passages, w.terms, strict=True):
             cur = conn.execute(
-                'INSERT INTO passages (id, article_id, ordinal, paragraph, start, "end", text, length) '
-                "VALUES (?,?,?,?,?,?,?,?)",
+                'INSERT INTO passages (id, article_id, ordinal, paragraph, start, "end", text, length, '
+                "text_md5) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     p.id if keep_ids else None,  # None: the next AUTOINCREMENT id
                     a.id,
@@ -673,6 +695,7 @@ class LocalStore:
                     p.end,
                     p.text,
                     sum(terms.values()),
+                    text_md5(p.text),
                 ),
             )
             pid = _row_id(cur)
@@ -749,9 +772,11 @@ class LocalStore:
             ).fetchall()
         return infos_by_id(map(article_info, rows))
 
-    def _passage_rows(self, conn: sqlite3.Connection, where: str, args: Sequence[object]) -> list[Passage]:
+    def _passage_rows(
+        self, conn: sqlite3.Connection, library: str, where: str, args: Sequence[object]
+    ) -> list[Passage]:
         rows = conn.execute(f"SELECT {PASSAGE_COLUMNS} FROM passages {where}", args).fetchall()
-        return [passage_from_row(r) for r in rows]
+        return [passage_from_row(r, library) for r in rows]
 
     def passages(self, library: str, ids: Sequence[int]) -> list[Passage]:
         """Passages by id, in the order asked."""
@@ -760,14 +785,16 @@ class LocalStore:
         with self._db(library) as conn:
             found = {
                 p.id: p
-                for p in self._passage_rows(conn, f"WHERE id IN ({','.join('?' * len(ids))})", list(ids))
+                for p in self._passage_rows(
+                    conn, library, f"WHERE id IN ({','.join('?' * len(ids))})", list(ids)
+                )
             }
         return in_order(found, ids)
 
     def article_passages(self, library: str, article_id: str) -> list[Passage]:
         """An article's passages in order."""
         with self._db(library) as conn:
-            return self._passage_rows(conn, "WHERE article_id=? ORDER BY ordinal", (article_id,))
+            return self._passage_rows(conn, library, "WHERE article_id=? ORDER BY ordinal", (article_id,))
 
     def _vectors(self, m: _Matrix, ids: Sequence[int]) -> NDArray[np.float32]:
         """Rows of ``ids`` in the matrix, in that order (every id must be there)."""

@@ -32,12 +32,14 @@ from .. import (
 )
 from ..common import (
     PASSAGE_COLUMNS,
+    PASSAGE_WIDTH,
     group_by_passage,
     in_order,
     info_columns,
     infos_by_id,
     now,
     passage_from_row,
+    text_md5,
     top_k,
 )
 from .migrations import Migration, apply_migrations, load_migrations
@@ -463,6 +465,7 @@ class PostgresStore:
                             p.text,
                             length,
                             vector,
+                            text_md5(p.text),
                         )
                     )
                     posting_rows.extend((lib.id, t, pid, n, length) for t, n in terms.items())
@@ -473,8 +476,9 @@ class PostgresStore:
                         next_sid += 1
             _copy(
                 cur,
-                'passages (library_id, id, article_id, ordinal, paragraph, start, "end", text, length, embedding)',
-                ["int4", "int8", "text", "int4", "int4", "int4", "int4", "text", "int4", "vector"],
+                'passages (library_id, id, article_id, ordinal, paragraph, start, "end", text, length, embedding, '
+                "text_md5)",
+                ["int4", "int8", "text", "int4", "int4", "int4", "int4", "text", "int4", "vector", "text"],
                 passage_rows,
             )
             _copy(
@@ -631,7 +635,7 @@ class PostgresStore:
                 (lib.id, list(ids)),
             ).fetchall()
 
-        found = {p.id: p for p in map(passage_from_row, self._run(run))}
+        found = {p.id: p for p in (passage_from_row(r, library) for r in self._run(run))}
         return in_order(found, ids)
 
     def article_passages(self, library: str, article_id: str) -> list[Passage]:
@@ -645,7 +649,7 @@ class PostgresStore:
                 (lib.id, article_id),
             ).fetchall()
 
-        return [passage_from_row(r) for r in self._run(run)]
+        return [passage_from_row(r, library) for r in self._run(run)]
 
     def evidence(self, library: str, ids: Sequence[int]) -> list[PassageEvidence]:
         """Passages with their vectors and sentences, in the order asked, in one transaction."""
@@ -671,7 +675,9 @@ class PostgresStore:
         for pid, start, end, vector in sentence_rows:
             by_passage.setdefault(pid, []).append(SentenceRow(pid, start, end, vector))
         found = {
-            int(r[0]): PassageEvidence(passage_from_row(r[:7]), r[7], tuple(by_passage.get(int(r[0]), ())))
+            int(r[0]): PassageEvidence(
+                passage_from_row(r, library), r[PASSAGE_WIDTH], tuple(by_passage.get(int(r[0]), ()))
+            )
             for r in passage_rows
         }
         return in_order(found, ids)
@@ -972,7 +978,7 @@ class PostgresStore:
         text_of = {r[0]: (r[1], tuple(tuple(p) for p in r[2])) for r in texts}
         by_article: dict[str, list[tuple[Passage, NDArray[np.float32]]]] = {}
         for r in passage_rows:
-            by_article.setdefault(r[1], []).append((passage_from_row(r[:7]), r[7]))
+            by_article.setdefault(r[1], []).append((passage_from_row(r, library), r[PASSAGE_WIDTH]))
         terms: dict[int, dict[str, int]] = {}
         for pid, term, tf in posting_rows:
             terms.setdefault(pid, {})[term] = tf
