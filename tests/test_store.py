@@ -409,6 +409,15 @@ def test_vectors_are_float32_normalised_and_ordered(store: LocalStore, hash_enco
 # ------------------------------------------------------------------ access problems, truthfully
 
 
+def _cats_library(factory: pytest.TempPathFactory, encoder: HashEncoder) -> tuple[Path, LocalStore, Library]:
+    """A fresh folder with library "lib" holding CATS (hypothesis tests need one per example)."""
+    root = factory.mktemp("lib")
+    store = LocalStore(root)
+    lib = Library(store, encoder, "lib")
+    lib.ingest([CATS])
+    return root, store, lib
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     code=st.sampled_from([errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM]),
@@ -422,10 +431,7 @@ def test_a_full_disk_or_a_refused_write_is_said_as_such_and_loses_nothing(
 
     from embeddings.store import local
 
-    root = tmp_path_factory.mktemp("lib")
-    store = LocalStore(root)
-    lib = Library(store, hash_encoder, "lib")
-    lib.ingest([CATS])
+    root, store, lib = _cats_library(tmp_path_factory, hash_encoder)
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise OSError(code, os.strerror(code), str(root / "libraries" / "lib" / "x"))
@@ -483,10 +489,7 @@ def test_altered_passage_text_is_refused_never_quoted(
 ):
     # Text changed inside the database (same length: SQLite's integrity check still says ok)
     # was once quoted at confidence 0.98.
-    root = tmp_path_factory.mktemp("lib")
-    store = LocalStore(root)
-    lib = Library(store, hash_encoder, "lib")
-    lib.ingest([CATS])
+    _, store, lib = _cats_library(tmp_path_factory, hash_encoder)
     conn = store._conn("lib")
     pid, text = conn.execute("SELECT id, text FROM passages ORDER BY id LIMIT 1").fetchone()
     i = position % len(text)
