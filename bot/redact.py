@@ -31,6 +31,9 @@ _KEYWORD_PASSWORD = re.compile(
 )
 _USERINFO_PASSWORD = re.compile(r"[:=]([^\s:@/]{3,})@")
 _MIN_SECRET = 4  # shorter values would mask ordinary words
+# Named like secrets, but the shell's working directories: masking them hid every path printed
+# from inside the current folder ("Built library 'default' from [redacted]/seeds").
+_NOT_SECRETS = frozenset({"PWD", "OLDPWD"})
 
 
 def secrets_in(environ: Mapping[str, str]) -> set[str]:
@@ -39,7 +42,7 @@ def secrets_in(environ: Mapping[str, str]) -> set[str]:
     for name, value in environ.items():
         if not value:
             continue
-        if SECRET_NAME.search(name):
+        if SECRET_NAME.search(name) and name.upper() not in _NOT_SECRETS:
             found.add(value.strip().strip("\"'"))
         if "URL" in name.upper() or "DSN" in name.upper():
             # Even a malformed URL ("postgres//user:PW@host") has its password before the "@".

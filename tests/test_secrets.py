@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bot.cli import main
@@ -112,3 +112,21 @@ def test_in_process_errors_are_masked(tmp_path: Path, monkeypatch: pytest.Monkey
     out, err = io.StringIO(), io.StringIO()
     assert main(["feedback"], out=out, err=err) != 0
     assert password not in out.getvalue() + err.getvalue() and err.getvalue()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    folder=st.text(
+        alphabet=st.characters(categories=("L", "N"), include_characters="/._-"), min_size=4, max_size=40
+    ),
+    password=st.text(alphabet=st.characters(categories=("L", "N")), min_size=8, max_size=30),
+)
+def test_the_working_directory_is_not_a_secret_but_a_pwd_setting_is(folder: str, password: str):
+    # PWD is named like a password but is the shell's current folder: masking it hid every
+    # path printed from inside it ("Built library 'default' from [redacted]/seeds").
+    assume(password not in folder)
+    found = secrets_in({"PWD": folder, "OLDPWD": folder, "DB_PWD": password})
+    assert found == {password}
+    assert Redactor(found)(f"Built library 'default' from {folder}/seeds") == (
+        f"Built library 'default' from {folder}/seeds"
+    )
