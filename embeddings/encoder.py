@@ -141,8 +141,9 @@ class ModelGate:
     ingest's next batch), each class in arrival order, so a question waits for at most the
     batch already running. A bulk batch also stays out for ``grace`` seconds after a question's
     turn: questions that come one after another (a server's queue, a conversation) then do not
-    each wait for a batch in between. ``patience`` bounds that: a bulk waiter never waits longer
-    for lack of a pause, so a steady stream of questions slows an ingest but never stops it.
+    each wait for a batch in between. ``patience`` bounds both: a bulk waiter that has waited
+    that long goes next, before any question, so a stream of questions slows an ingest (one
+    batch per ``patience`` at worst) but never stops it.
     """
 
     def __init__(self, grace: float = 0.05, patience: float = 1.0) -> None:
@@ -151,8 +152,13 @@ class ModelGate:
         self._cond = threading.Condition()
         self._busy = False
         self._next_ticket = 0
-        self._queues: tuple[list[int], list[int]] = ([], [])  # (urgent, bulk) tickets in order
+        # (ticket, arrival) in order, per class: urgent, bulk.
+        self._queues: tuple[list[tuple[int, float]], list[tuple[int, float]]] = ([], [])
         self._last_urgent = -math.inf  # when the last urgent turn ended (monotonic)
+
+    def _bulk_overdue(self, now: float) -> bool:
+        bulk = self._queues[1]
+        return bool(bulk) and now - bulk[0][1] >= self.patience
 
     @contextlib.contextmanager
     def turn(self, urgent: bool = False) -> Iterator[None]:
@@ -161,20 +167,28 @@ class ModelGate:
             ticket = self._next_ticket
             self._next_ticket += 1
             mine = self._queues[0 if urgent else 1]
-            mine.append(ticket)
             arrived = time.monotonic()
+            mine.append((ticket, arrived))
             while True:
-                if not self._busy and mine[0] == ticket:
+                now = time.monotonic()
+                timeout: float | None = None
+                if not self._busy and mine[0][0] == ticket:
                     if urgent:
-                        break
-                    if not self._queues[0]:
-                        now = time.monotonic()
-                        hold_off = min(self._last_urgent + self.grace, arrived + self.patience) - now
-                        if hold_off <= 0:
+                        if not self._bulk_overdue(now):
                             break
-                        self._cond.wait(hold_off)
-                        continue
-                self._cond.wait()
+                        timeout = None  # the overdue batch goes first; it notifies when done
+                    else:
+                        overdue = now - arrived >= self.patience
+                        paused = not self._queues[0] and now >= self._last_urgent + self.grace
+                        if overdue or paused:
+                            break
+                        # Wake when the grace or the patience runs out, whichever is first.
+                        timeout = arrived + self.patience - now
+                        if not self._queues[0]:
+                            timeout = min(timeout, self._last_urgent + self.grace - now)
+                elif not urgent and mine[0][0] == ticket and self._busy:
+                    timeout = arrived + self.patience - now if arrived + self.patience > now else None
+                self._cond.wait(timeout)
             mine.pop(0)
             self._busy = True
         try:

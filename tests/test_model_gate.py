@@ -93,3 +93,28 @@ def test_questions_in_a_row_go_first_but_never_stop_a_bulk_batch():
     t.join(5)
     assert turns_before >= 5  # questions kept going first...
     assert 0.25 <= waited < 0.8  # ...until the bulk batch had waited its patience
+
+
+def test_a_saturating_stream_of_questions_still_lets_each_batch_through():
+    # Two threads asking back to back keep a question always waiting: a batch still gets in.
+    gate = ModelGate(grace=0.05, patience=0.2)
+    stop = threading.Event()
+
+    def asker() -> None:
+        while not stop.is_set():
+            with gate.turn(urgent=True):
+                time.sleep(0.005)
+
+    askers = [threading.Thread(target=asker) for _ in range(2)]
+    for t in askers:
+        t.start()
+    time.sleep(0.05)
+    waits = []
+    for _ in range(3):
+        begin = time.monotonic()
+        with gate.turn():
+            waits.append(time.monotonic() - begin)
+    stop.set()
+    for t in askers:
+        t.join(5)
+    assert max(waits) < 0.6  # patience plus the question in progress, not forever
