@@ -176,7 +176,7 @@ class ModelGate:
                     if urgent:
                         if not self._bulk_overdue(now):
                             break
-                        timeout = None  # the overdue batch goes first; it notifies when done
+                        # The overdue batch goes first; its end notifies every waiter.
                     else:
                         overdue = now - arrived >= self.patience
                         paused = not self._queues[0] and now >= self._last_urgent + self.grace
@@ -186,8 +186,6 @@ class ModelGate:
                         timeout = arrived + self.patience - now
                         if not self._queues[0]:
                             timeout = min(timeout, self._last_urgent + self.grace - now)
-                elif not urgent and mine[0][0] == ticket and self._busy:
-                    timeout = arrived + self.patience - now if arrived + self.patience > now else None
                 self._cond.wait(timeout)
             mine.pop(0)
             self._busy = True

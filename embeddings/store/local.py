@@ -228,7 +228,7 @@ class LocalStore:
         return self.root / "libraries" / check_library_name(library)
 
     def _conn(self, library: str, create: bool = False) -> sqlite3.Connection:
-        with self._lock:
+        with self._lock, self._access_errors(library):
             conn = self._conns.get(library)
             if conn is not None:
                 return conn
@@ -248,10 +248,6 @@ class LocalStore:
                 _add_text_checksums(conn)
             except sqlite3.DatabaseError as exc:
                 raise self._db_error(library, exc) from exc
-            except OSError as exc:
-                if exc.errno not in _ACCESS_ERRNOS:
-                    raise
-                raise self._os_error(library, exc) from exc
             self._conns[library] = conn
             return conn
 
@@ -274,9 +270,7 @@ class LocalStore:
         if isinstance(exc, sqlite3.OperationalError):
             if "disk is full" in text or "disk full" in text:
                 return LibraryAccessError(library, "disk_full", db, str(exc))
-            if "readonly" in text or "read-only" in text:
-                return LibraryAccessError(library, self._why_not_writable(library), db, str(exc))
-            if "unable to open" in text:
+            if any(s in text for s in ("readonly", "read-only", "unable to open")):
                 return LibraryAccessError(library, self._why_not_writable(library), db, str(exc))
         return self._corrupt_db(library, exc)
 
@@ -288,6 +282,16 @@ class LocalStore:
         except OSError:
             pass
         return "permission"
+
+    @contextlib.contextmanager
+    def _access_errors(self, library: str) -> Iterator[None]:
+        """Turn an access error on the library's files into :class:`LibraryAccessError`."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in _ACCESS_ERRNOS:
+                raise
+            raise self._os_error(library, exc) from exc
 
     def _os_error(self, library: str, exc: OSError) -> LibraryAccessError:
         """An access error (errno in ``_ACCESS_ERRNOS``) on the library's files, in the user's terms."""
@@ -310,7 +314,8 @@ class LocalStore:
 
     @contextlib.contextmanager
     def _db(self, library: str, create: bool = False) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        # Access errors also cover writing the vector files: a full disk, a read-only folder.
+        with self._lock, self._access_errors(library):
             conn = self._conn(library, create)
             try:
                 yield conn
@@ -318,10 +323,6 @@ class LocalStore:
                 if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                     raise LibraryBusyError(library, locked_database=True) from exc
                 raise self._db_error(library, exc) from exc
-            except OSError as exc:  # writing the vector files: a full disk, a read-only folder
-                if exc.errno not in _ACCESS_ERRNOS:
-                    raise
-                raise self._os_error(library, exc) from exc
 
     def close(self) -> None:
         """Close every open database connection."""
@@ -388,23 +389,16 @@ class LocalStore:
         lock = FileLock(str(folder / "write.lock"))
         owner_file = folder / "writer.json"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            lock.acquire(timeout=timeout)
+            with self._access_errors(library):
+                folder.mkdir(parents=True, exist_ok=True)
+                lock.acquire(timeout=timeout)
         except Timeout:
             raise LibraryBusyError(library, _holder(owner_file)) from None
-        except OSError as exc:
-            if exc.errno not in _ACCESS_ERRNOS:
-                raise
-            raise self._os_error(library, exc) from exc
         try:
-            try:
+            with self._access_errors(library):
                 owner_file.write_text(
                     json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now()})
                 )
-            except OSError as exc:
-                if exc.errno not in _ACCESS_ERRNOS:
-                    raise
-                raise self._os_error(library, exc) from exc
             yield
         finally:
             with contextlib.suppress(OSError):
