@@ -52,16 +52,18 @@ def for_cli(error: CitebotError) -> str:
             "the settings back."
         )
     if isinstance(error, CorruptIndexError):
+        # Name the damaged file: with several libraries and backups, "damaged" alone sends the
+        # operator looking; the folder is what to move aside (its files only make sense together).
+        damaged = f" Damaged file: {error.location}." if error.location else ""
         if error.rebuildable:
-            return f"{text} Run `citebot rebuild{lib}` to re-embed it from the stored articles."
-        if error.detail == "is missing" and error.location:
+            return f"{text}{damaged} Run `citebot rebuild{lib}` to re-embed it from the stored articles."
+        if error.location:
             folder = str(Path(error.location).parent)
             return (
-                f"{text} Restore {error.location} from a backup, or move {folder} aside and ingest the "
+                f"{text}{damaged} Restore it from a backup, or move {folder} aside and ingest the "
                 f"articles again (`citebot ingest PATH{lib}`)."
             )
-        where = f"Move {error.location} aside and ingest" if error.location else "Ingest"
-        return f"{text} {where} the articles again (`citebot ingest PATH{lib}`)."
+        return f"{text} Ingest the articles again (`citebot ingest PATH{lib}`)."
     if isinstance(error, LibraryAccessError):
         if error.problem == "disk_full":
             return f"{text} Free some space and run this again; the library itself is intact."

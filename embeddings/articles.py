@@ -23,7 +23,7 @@ import json
 import re
 import stat
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date as _date
 from pathlib import Path
@@ -445,14 +445,27 @@ def _first_words(text: str, limit: int = 80) -> str:
     return first[:limit].rsplit(" ", 1)[0] + "…"
 
 
-def content_hash(doc: Document) -> str:
-    """A hash of everything stored for an article, so a changed article is noticed."""
+def article_digest(
+    title: str,
+    byline: str | None,
+    date: str | None,
+    url: str | None,
+    text: str,
+    paragraphs: Sequence[Sequence[int]],
+) -> str:
+    """A hash of everything stored for an article (the content hash): a changed article is noticed
+    on ingest, and a stored article whose text or spans were altered is refused when read."""
     h = hashlib.sha256()
-    for part in (doc.title, doc.byline or "", doc.date or "", doc.url or "", doc.text):
+    for part in (title, byline or "", date or "", url or "", text):
         h.update(part.encode())
         h.update(b"\x1f")
-    h.update(repr(doc.paragraphs).encode())
+    h.update(repr(tuple(tuple(p) for p in paragraphs)).encode())
     return h.hexdigest()
+
+
+def content_hash(doc: Document) -> str:
+    """A hash of everything stored for an article, so a changed article is noticed."""
+    return article_digest(doc.title, doc.byline, doc.date, doc.url, doc.text, doc.paragraphs)
 
 
 # --------------------------------------------------------------------------- formats

@@ -186,9 +186,16 @@ def test_the_same_error_reads_differently_at_the_terminal_and_on_discord():
         True,
     )
     damaged = CorruptIndexError(
-        "default", "database", "is damaged (file is not a database)", rebuildable=False, location="/d"
+        "default",
+        "database",
+        "is damaged (file is not a database)",
+        rebuildable=False,
+        location="/d/index.sqlite3",
     )
-    assert for_cli(damaged).endswith("Move /d aside and ingest the articles again (`citebot ingest PATH`).")
+    assert for_cli(damaged).endswith(
+        "Damaged file: /d/index.sqlite3. Restore it from a backup, or move /d aside and ingest the "
+        "articles again (`citebot ingest PATH`)."
+    )
 
 
 # ---------------------------------------------------------------------- article ids never collide

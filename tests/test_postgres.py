@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -529,3 +530,20 @@ def test_altered_passage_text_is_refused_on_postgresql(pg: PostgresStore, enc: H
         conn.execute("UPDATE passages SET text = upper(text) WHERE id = (SELECT min(id) FROM passages)")
     with pytest.raises(CorruptIndexError, match="no longer matches its checksum"):
         lib.ask("Do cats purr?")
+
+
+def test_articles_from_before_metadata_checksums_get_the_same_ones_citebot_computes(
+    pg: PostgresStore, enc: HashEncoder
+):
+    # Migration 0003 computes the checksums in SQL; they must equal what citebot computes on
+    # insert, or every article of an upgraded library would read as altered.
+    lib = Library(pg, enc, "lib")
+    lib.ingest([CATS, replace(DOGS, byline="By Ann Lee", url="https://dogs.example")])
+    (migration,) = [m for m in load_migrations() if m.name.endswith("article_checksums")]
+    with psycopg.connect(pg._dsn, autocommit=True) as conn:
+        written = dict(conn.execute("SELECT id, info_md5 FROM articles").fetchall())
+        conn.execute("UPDATE articles SET info_md5 = NULL")
+        conn.execute(migration.sql)
+        migrated = dict(conn.execute("SELECT id, info_md5 FROM articles").fetchall())
+    assert migrated == written and None not in written.values()
+    assert [a.title for a in Library(pg, enc, "lib").articles()] == ["All about cats", "All about dogs"]

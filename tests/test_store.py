@@ -6,11 +6,14 @@ Uses the deterministic hash encoder: none of this depends on the model.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from dataclasses import replace
@@ -36,6 +39,7 @@ from embeddings import (
     NotFoundError,
 )
 from embeddings.articles import assemble
+from embeddings.store.common import text_md5
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -508,10 +512,80 @@ def test_a_library_from_before_checksums_gets_them(tmp_path: Path, hash_encoder:
     lib = Library(store, hash_encoder, "lib")
     lib.ingest([CATS])
     conn = store._conn("lib")
+    written = conn.execute("SELECT id, info_md5 FROM articles").fetchall()
     conn.execute("ALTER TABLE passages DROP COLUMN text_md5")  # as an older citebot made it
+    conn.execute("ALTER TABLE articles DROP COLUMN info_md5")
     store.close()
     fresh = LocalStore(tmp_path)
     assert Library(fresh, hash_encoder, "lib").search("cats purr", k=1)[0].article.title == "All about cats"
-    (missing,) = fresh._conn("lib").execute("SELECT count(*) FROM passages WHERE text_md5 IS NULL").fetchone()
+    conn = fresh._conn("lib")
+    (missing,) = conn.execute("SELECT count(*) FROM passages WHERE text_md5 IS NULL").fetchone()
     assert missing == 0
+    assert conn.execute("SELECT id, info_md5 FROM articles").fetchall() == written
+    # The checksums now guard the old library as they guard a new one.
+    conn.execute("UPDATE articles SET title = 'Not about cats'")
+    with pytest.raises(CorruptIndexError, match="no longer matches its checksum"):
+        Library(fresh, hash_encoder, "lib").articles()
     fresh.close()
+
+
+def test_passages_with_a_text_only_checksum_are_still_checked(tmp_path: Path, hash_encoder: HashEncoder):
+    # Libraries written between the two checksum versions hold md5(text) alone.
+    store = LocalStore(tmp_path)
+    lib = Library(store, hash_encoder, "lib")
+    lib.ingest([CATS])
+    conn = store._conn("lib")
+    for pid, text in conn.execute("SELECT id, text FROM passages").fetchall():
+        conn.execute("UPDATE passages SET text_md5=? WHERE id=?", (text_md5(text), pid))
+    assert lib.search("cats purr", k=1)[0].article.title == "All about cats"
+    conn.execute("UPDATE passages SET text = upper(text)")
+    with pytest.raises(CorruptIndexError, match="no longer matches its checksum"):
+        lib.search("cats purr", k=1)
+    store.close()
+
+
+def _read_as_another_user(folder: Path) -> dict[str, object]:
+    """Ask and try to ingest in a forked child that is not the folder's owner (root: nobody)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and exit, never return into pytest
+        result: dict[str, object] = {}
+        try:
+            if os.geteuid() == 0:  # root may write anywhere
+                os.setgid(65534)
+                os.setuid(65534)
+            lib = Library(LocalStore(folder), HashEncoder(dim=64, max_tokens=48), "lib")
+            result["found"] = lib.search("cats purr", k=1)[0].article.title
+            try:
+                lib.ingest([DOGS])
+                result["refused"] = None
+            except LibraryAccessError as exc:
+                result["refused"] = exc.problem
+        except BaseException as exc:
+            result["error"] = repr(exc)
+        finally:
+            os.write(write, json.dumps(result).encode())
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    return json.loads(answer)
+
+
+def test_a_library_this_user_may_not_write_still_answers(hash_encoder: HashEncoder):
+    # Once: "the library is damaged, move it aside" for a read-only folder; then: no answers at
+    # all (SQLite cannot open a WAL database where it may not create its shared-memory file).
+    folder = Path(tempfile.mkdtemp(prefix="citebot-ro-"))
+    try:
+        folder.chmod(0o755)  # another user must be able to reach it
+        store = LocalStore(folder)
+        Library(store, hash_encoder, "lib").ingest([CATS])
+        store.close()
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        assert _read_as_another_user(folder) == {"found": "All about cats", "refused": "permission"}
+    finally:
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        shutil.rmtree(folder)

@@ -18,6 +18,7 @@ import pytest
 
 from bot.wording import for_cli
 from embeddings import (
+    CorruptIndexError,
     Document,
     EmptyLibraryError,
     Feedback,
@@ -426,6 +427,49 @@ def test_export_and_restore_keep_ids(lib: Library, any_store: Store):
     for question in QUESTIONS:
         assert hit_keys(copy.search(question, k=5)) == hit_keys(lib.search(question, k=5))
     assert [w.info.id for w in any_store.export("test", [exported[1].info.id])] == [exported[1].info.id]
+
+
+# ---------------------------------------------------------------------- stored data altered behind citebot's back
+
+
+def _execute(store: Store, statement: str) -> None:
+    """Run one SQL statement on the store's database, as somebody editing it by hand would."""
+    if isinstance(store, LocalStore):
+        store._conn("test").execute(statement)
+        return
+    import psycopg
+
+    with psycopg.connect(store._dsn, autocommit=True) as conn:  # type: ignore[attr-defined]
+        conn.execute(statement)
+
+
+ALTERATIONS = {
+    "title": "UPDATE articles SET title = title || ' (revised)'",
+    "byline": "UPDATE articles SET byline = 'By Somebody Else'",
+    "date": "UPDATE articles SET date = '1999-12-31'",
+    "url": "UPDATE articles SET url = 'https://elsewhere.example/page'",
+    "article text": "UPDATE articles SET text = upper(text)",
+    "paragraph spans": "UPDATE articles SET paragraphs = '[[0, 3]]'",
+    "paragraph number": "UPDATE passages SET paragraph = paragraph + 1",
+    "passage offsets": 'UPDATE passages SET start = start + 1, "end" = "end" + 1',
+    "passage text": "UPDATE passages SET text = lower(text)",
+}
+
+
+@pytest.mark.parametrize("what", ALTERATIONS)
+def test_an_altered_quote_or_citation_is_refused_never_shown(any_store: Store, enc: HashEncoder, what: str):
+    # A citation is only worth what its parts are: the quote, and the title, byline, date, link
+    # and paragraph it is shown under. Each is checked against a checksum stored with it.
+    lib = Library(any_store, enc, "test")
+    lib.ingest([replace(CATS, byline="By Ann Lee", date="2024-05-01", url="https://cats.example/a")])
+    _execute(any_store, ALTERATIONS[what])
+    fresh = Library(any_store, enc, "test")
+    with pytest.raises(CorruptIndexError, match="no longer matches its checksum") as caught:
+        fresh.ask("How long do cats sleep?")
+        fresh.summarize("All about cats")
+        fresh.articles()
+    assert not caught.value.rebuildable
+    assert "ingest" in for_cli(caught.value)
 
 
 # ---------------------------------------------------------------------- both stores side by side

@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from ..articles import article_digest
 from ..errors import CorruptIndexError
-from ..types import ArticleInfo, Passage
-from . import SentenceRow
+from ..types import Article, ArticleInfo, Passage
+from . import SentenceRow, article_info
 
 T = TypeVar("T")
 
@@ -28,19 +29,47 @@ PASSAGE_WIDTH = PASSAGE_COLUMNS.count(",") + 1
 
 
 def text_md5(text: str) -> str:
-    """The checksum stored beside each passage's text, hex (PostgreSQL's ``md5()`` agrees)."""
+    """The md5 of a text, hex (PostgreSQL's ``md5()`` agrees)."""
     return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
+_ROW_CHECKSUM = "r1:"
+"""The prefix of a passage checksum over the whole row (a bare md5 covers the text alone: rows
+written before the row checksum existed keep that and are checked as far as it goes)."""
+
+
+def passage_md5(article_id: str, ordinal: int, paragraph: int, start: int, end: int, text: str) -> str:
+    """The checksum stored with a passage: its text and everything its citation is made of."""
+    return _ROW_CHECKSUM + text_md5("\x1f".join(map(str, (article_id, ordinal, paragraph, start, end, text))))
+
+
+def info_md5(
+    article_id: str,
+    key: str,
+    title: str,
+    byline: str | None,
+    date: str | None,
+    url: str | None,
+    source: str | None,
+    content_hash: str,
+    passage_count: int,
+    added_at: str,
+) -> str:
+    """The checksum stored with an article's metadata, as inserted (title, byline, date and url
+    make its citations). PostgreSQL's migration 0003 computes the same from the stored columns."""
+    fields = (article_id, key, title, byline, date, url, source, content_hash, passage_count, added_at)
+    return text_md5("\x1f".join("" if f is None else str(f) for f in fields))
+
+
 def info_columns(array_length: str) -> str:
-    """The columns :func:`~embeddings.store.article_info` reads, in order.
+    """The columns :func:`info_from_row` reads, in order.
 
     ``array_length`` is the SQL function that counts the stored paragraph spans
     (``json_array_length`` in SQLite, ``jsonb_array_length`` in PostgreSQL).
     """
     return (
         f"id, key, title, byline, date, url, source, content_hash, {array_length}(paragraphs), "
-        "passage_count, added_at"
+        "passage_count, added_at, info_md5"
     )
 
 
@@ -49,25 +78,76 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def passage_from_row(row: Sequence[Any], library: str) -> Passage:
+def _altered(library: str, what: str, location: str | None) -> CorruptIndexError:
+    return CorruptIndexError(
+        library,
+        "database",
+        f"holds {what} that no longer matches its checksum: it was altered after it was stored",
+        rebuildable=False,
+        location=location,
+    )
+
+
+def passage_from_row(row: Sequence[Any], library: str, location: str | None = None) -> Passage:
     """A :class:`Passage` from a row of :data:`PASSAGE_COLUMNS` (a database row: typed by the driver).
 
-    The text is checked against its stored checksum: a quote is the source, so a passage whose
-    text changed inside the database (a flipped byte, an edit by hand) is refused, never quoted.
-    Rows written before checksums existed (``text_md5`` NULL) are not checked.
+    The row is checked against its stored checksum: a quote is the source, so a passage whose
+    text or citation changed inside the database (a flipped byte, an edit by hand) is refused,
+    never quoted. Rows written before checksums existed (``text_md5`` NULL) are not checked.
     """
     pid, article_id, ordinal, paragraph, start, end, text, md5 = row[:PASSAGE_WIDTH]
-    if md5 is not None and text_md5(str(text)) != md5:
-        raise CorruptIndexError(
-            library,
-            "database",
-            f"holds a passage whose text no longer matches its checksum (passage {pid} of article "
-            f"{article_id}): it was altered after it was stored",
-            rebuildable=False,
+    if md5 is not None:
+        if str(md5).startswith(_ROW_CHECKSUM):
+            expected = passage_md5(article_id, ordinal, paragraph, start, end, text)
+        else:
+            expected = text_md5(str(text))
+        if expected != md5:
+            raise _altered(library, f"a passage (passage {pid} of article {article_id})", location)
+    try:
+        return Passage(
+            str(article_id), int(ordinal), int(paragraph), int(start), int(end), str(text), id=int(pid)
         )
-    return Passage(
-        str(article_id), int(ordinal), int(paragraph), int(start), int(end), str(text), id=int(pid)
-    )
+    except (TypeError, ValueError):  # a damaged record: a number read back as NULL or text
+        raise _altered(library, f"a passage (passage {pid})", location) from None
+
+
+def info_from_row(row: Sequence[Any], library: str, location: str | None = None) -> ArticleInfo:
+    """An :class:`ArticleInfo` from a row of :func:`info_columns`, checked against its checksum
+    (NULL for articles stored before it existed, which are not checked)."""
+    try:
+        info = article_info(row[:-1])
+    except (TypeError, ValueError):  # a damaged record: a number read back as NULL or text
+        raise _altered(library, f"the record of article {row[0]!r}", location) from None
+    stored = row[-1]
+    if stored is not None:
+        expected = info_md5(
+            info.id,
+            info.key,
+            info.title,
+            info.byline,
+            info.date,
+            info.url,
+            info.source,
+            info.content_hash,
+            info.passage_count,
+            info.added_at,
+        )
+        if expected != stored:
+            raise _altered(library, f"the title, byline, date or link of article {info.id}", location)
+    return info
+
+
+def article_from_row(
+    row: Sequence[Any], paragraphs: Sequence[Sequence[int]], library: str, location: str | None = None
+) -> Article:
+    """An :class:`Article` from a row of :func:`info_columns` plus its text, with its decoded
+    paragraph spans; the text and spans are checked against the article's content hash."""
+    info = info_from_row(row[:-1], library, location)
+    text = str(row[-1])
+    spans = tuple((int(a), int(b)) for a, b in paragraphs)
+    if article_digest(info.title, info.byline, info.date, info.url, text, spans) != info.content_hash:
+        raise _altered(library, f"the text of article {info.id}", location)
+    return Article(info, text, spans)
 
 
 def in_order(found: dict[int, T], ids: Iterable[int]) -> list[T]:
@@ -105,12 +185,16 @@ def top_k(scores: NDArray[np.float32], ids: NDArray[np.int64], k: int) -> list[t
 __all__ = [
     "PASSAGE_COLUMNS",
     "PASSAGE_WIDTH",
+    "article_from_row",
     "group_by_passage",
     "in_order",
     "info_columns",
+    "info_from_row",
+    "info_md5",
     "infos_by_id",
     "now",
     "passage_from_row",
+    "passage_md5",
     "text_md5",
     "top_k",
 ]

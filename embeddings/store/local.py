@@ -53,17 +53,20 @@ from . import (
     LexicalRows,
     PassageEvidence,
     SentenceRow,
-    article_info,
     check_library_name,
 )
 from .common import (
     PASSAGE_COLUMNS,
+    article_from_row,
     group_by_passage,
     in_order,
     info_columns,
+    info_from_row,
+    info_md5,
     infos_by_id,
     now,
     passage_from_row,
+    passage_md5,
     text_md5,
     top_k,
 )
@@ -84,7 +87,8 @@ CREATE TABLE IF NOT EXISTS articles (
     text TEXT NOT NULL,
     paragraphs TEXT NOT NULL,
     passage_count INTEGER NOT NULL,
-    added_at TEXT NOT NULL
+    added_at TEXT NOT NULL,
+    info_md5 TEXT
 );
 CREATE INDEX IF NOT EXISTS articles_hash ON articles(content_hash);
 CREATE TABLE IF NOT EXISTS passages (
@@ -177,26 +181,63 @@ def _holder(owner_file: Path) -> str | None:
     return None
 
 
-def _add_text_checksums(conn: sqlite3.Connection) -> None:
-    """Give a library made before passage checksums existed its column and checksums, once."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(passages)")}
-    if "text_md5" in columns:
+def _add_checksums(conn: sqlite3.Connection) -> None:
+    """Give a library made before the checksums existed their columns and values, once."""
+    passages = {row[1] for row in conn.execute("PRAGMA table_info(passages)")}
+    articles = {row[1] for row in conn.execute("PRAGMA table_info(articles)")}
+    if "text_md5" in passages and "info_md5" in articles:
         return
     try:
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ALTER TABLE passages ADD COLUMN text_md5 TEXT")
-        rows = conn.execute("SELECT id, text FROM passages").fetchall()
-        conn.executemany("UPDATE passages SET text_md5=? WHERE id=?", [(text_md5(t), i) for i, t in rows])
+        if "text_md5" not in passages:
+            conn.execute("ALTER TABLE passages ADD COLUMN text_md5 TEXT")
+            rows = conn.execute('SELECT id, article_id, ordinal, paragraph, start, "end", text FROM passages')
+            conn.executemany(
+                "UPDATE passages SET text_md5=? WHERE id=?",
+                [(passage_md5(*r[1:]), r[0]) for r in rows.fetchall()],
+            )
+        if "info_md5" not in articles:
+            conn.execute("ALTER TABLE articles ADD COLUMN info_md5 TEXT")
+            rows = conn.execute(
+                "SELECT id, key, title, byline, date, url, source, content_hash, passage_count, added_at FROM articles"
+            )
+            conn.executemany(
+                "UPDATE articles SET info_md5=? WHERE id=?", [(info_md5(*r), r[0]) for r in rows.fetchall()]
+            )
         conn.execute("COMMIT")
     except sqlite3.OperationalError as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         if "readonly" not in str(exc).lower():
             raise
-        # A read-only library is still read; its passages go unchecked until it is writable.
+        # A read-only library is still read; what it lacks goes unchecked until it is writable.
 
 
 _ACCESS_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _read_only(db: Path) -> sqlite3.Connection:
+    """A read-only connection to a database in a folder this user may not write.
+
+    SQLite opens a WAL database read-only only where it can create the shared-memory file;
+    where it cannot, ``immutable`` reads the file as it is (nobody else may write it either,
+    or they would have the rights this user lacks).
+    """
+    uri = db.resolve().as_uri()
+    try:
+        conn = sqlite3.connect(
+            f"{uri}?mode=ro", uri=True, timeout=30, check_same_thread=False, isolation_level=None
+        )
+        conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        return sqlite3.connect(
+            f"{uri}?immutable=1", uri=True, timeout=30, check_same_thread=False, isolation_level=None
+        )
+
+
+def _meta_md5(meta: dict[str, str]) -> str:
+    return text_md5(json.dumps(sorted(meta.items())))
 
 
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
@@ -240,16 +281,29 @@ class LocalStore:
                     raise EmptyLibraryError(library)
                 folder.mkdir(parents=True, exist_ok=True)
             try:
-                conn = sqlite3.connect(db, timeout=30, check_same_thread=False, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA foreign_keys=ON")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(_SCHEMA)
-                _add_text_checksums(conn)
+                try:
+                    conn = sqlite3.connect(db, timeout=30, check_same_thread=False, isolation_level=None)
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA foreign_keys=ON")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    conn.executescript(_SCHEMA)
+                    _add_checksums(conn)
+                except sqlite3.OperationalError as exc:
+                    error = self._db_error(library, exc)
+                    if create or not isinstance(error, LibraryAccessError) or error.problem == "disk_full":
+                        raise
+                    # A library this user may not write (a read-only mount, another owner's
+                    # files) still answers questions; a write then says why it cannot.
+                    conn = _read_only(db)
             except sqlite3.DatabaseError as exc:
                 raise self._db_error(library, exc) from exc
+            except UnicodeDecodeError as exc:  # a damaged schema or text SQLite hands to Python
+                raise self._corrupt_db(library, exc) from exc
             self._conns[library] = conn
             return conn
+
+    def _db_path(self, library: str) -> str:
+        return str(self.library_dir(library) / "index.sqlite3")
 
     def _check_not_missing(self, library: str) -> None:
         """Vectors without their database: it was deleted or moved, the library not never made."""
@@ -266,7 +320,7 @@ class LocalStore:
         permission problem would discard a good library.
         """
         text = str(exc).lower()
-        db = str(self.library_dir(library) / "index.sqlite3")
+        db = self._db_path(library)
         if isinstance(exc, sqlite3.OperationalError):
             if "disk is full" in text or "disk full" in text:
                 return LibraryAccessError(library, "disk_full", db, str(exc))
@@ -309,7 +363,7 @@ class LocalStore:
             "database",
             f"is damaged ({exc})",
             rebuildable=False,
-            location=str(self.library_dir(library)),
+            location=self._db_path(library),
         )
 
     @contextlib.contextmanager
@@ -323,6 +377,8 @@ class LocalStore:
                 if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                     raise LibraryBusyError(library, locked_database=True) from exc
                 raise self._db_error(library, exc) from exc
+            except UnicodeDecodeError as exc:
+                raise self._corrupt_db(library, exc) from exc
 
     def close(self) -> None:
         """Close every open database connection."""
@@ -334,8 +390,23 @@ class LocalStore:
 
     # ------------------------------------------------------------------ meta
 
-    def _meta(self, conn: sqlite3.Connection) -> dict[str, str]:
-        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    def _meta(self, conn: sqlite3.Connection, library: str) -> dict[str, str]:
+        """The meta rows, checked against their checksum (``meta_md5``, absent
+        in libraries made before it existed): a damaged vectors checksum or generation number
+        must be blamed on the database, not on the intact vector files it no longer matches."""
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if not all(type(k) is str and type(v) is str for k, v in meta.items()):
+            raise self._corrupt_db(library, ValueError("its settings record is damaged"))
+        stored = meta.pop("meta_md5", None)
+        if stored is not None and stored != _meta_md5(meta):
+            raise self._corrupt_db(library, ValueError("its settings record is damaged"))
+        return meta
+
+    @staticmethod
+    def _seal_meta(conn: sqlite3.Connection) -> None:
+        """Store the checksum of the meta rows (inside the transaction that changed them)."""
+        meta = dict(conn.execute("SELECT key, value FROM meta WHERE key != 'meta_md5'").fetchall())
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('meta_md5', ?)", (_meta_md5(meta),))
 
     def spec(self, library: str) -> IndexSpec | None:
         """The spec the library was built with, or None if it does not exist."""
@@ -343,7 +414,14 @@ class LocalStore:
             self._check_not_missing(library)
             return None
         with self._db(library) as conn:
-            raw = self._meta(conn).get("spec")
+            meta = self._meta(conn, library)
+            raw = meta.get("spec")
+            if raw is None and (
+                meta.get("generation", "0") != "0"
+                or conn.execute("SELECT 1 FROM articles LIMIT 1").fetchone()
+            ):
+                # Articles without the settings they were embedded with: the record was lost.
+                raise self._corrupt_db(library, ValueError("its settings record is missing"))
         if raw is None:
             return None
         try:
@@ -365,6 +443,7 @@ class LocalStore:
                 (json.dumps(asdict(spec)),),
             )
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+            self._seal_meta(conn)
             conn.execute("COMMIT")
 
     def libraries(self) -> list[str]:
@@ -418,7 +497,7 @@ class LocalStore:
             with self._db(library) as conn:
                 conn.execute("BEGIN")  # one snapshot for the generation and the ids
                 try:
-                    meta = self._meta(conn)
+                    meta = self._meta(conn, library)
                     generation = int(meta.get("generation", "0"))
                     cached = self._matrices.get(library)
                     if cached is not None and cached.generation == generation:
@@ -429,6 +508,8 @@ class LocalStore:
                         )
                         for which, (_, _, _, sql) in _SETS.items()
                     }
+                except (TypeError, ValueError) as exc:  # a damaged record: an id read back as NULL
+                    raise self._corrupt_db(library, exc) from exc
                 finally:
                     conn.execute("COMMIT")
             spec = self.spec(library)
@@ -475,11 +556,13 @@ class LocalStore:
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """Load one vector set and check it against the database; FileNotFoundError passes."""
         vec_path, ids_path = self._files(library, generation, which)
+        loading = vec_path  # the file being read, named if it turns out damaged
         try:
             # The headers first: a damaged header claiming billions of rows must not make numpy
             # try to allocate terabytes before anything is checked.
             expected = {vec_path: ((len(db_ids), dim), np.float32), ids_path: ((len(db_ids),), np.int64)}
             for path, (shape, dtype) in expected.items():
+                loading = path
                 found_shape, found_dtype = _npy_header(path)
                 if found_shape != shape or found_dtype != np.dtype(dtype):
                     raise CorruptIndexError(
@@ -490,15 +573,17 @@ class LocalStore:
                         rebuildable=True,
                         location=str(path),
                     )
+            loading = vec_path
             vectors = np.load(vec_path, allow_pickle=False)
+            loading = ids_path
             ids = np.load(ids_path, allow_pickle=False)
-        except FileNotFoundError:
+        except (FileNotFoundError, CorruptIndexError):
             raise
-        except (ValueError, OSError, EOFError) as exc:
+        except Exception as exc:  # numpy's header parser raises SyntaxError, TokenError, ValueError...
             raise CorruptIndexError(
-                library, _PART[which], f"file is damaged ({exc})", rebuildable=True, location=str(vec_path)
+                library, _PART[which], f"file is damaged ({exc})", rebuildable=True, location=str(loading)
             ) from exc
-        problem = None
+        problem, culprit = None, vec_path
         if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[1] != dim:
             problem = f"it has shape {vectors.shape} and type {vectors.dtype}, expected (n, {dim}) float32"
         elif vectors.shape[0] != len(ids) or not np.array_equal(ids, db_ids):
@@ -506,6 +591,12 @@ class LocalStore:
                 f"it holds {vectors.shape[0]} vectors for {len(ids)} ids, but the database has "
                 f"{len(db_ids)} {which}"
             )
+            ids_crc = meta.get(f"{_SETS[which][2]}_ids")
+            if ids_crc is not None and ids_crc == str(zlib.crc32(ids.tobytes())):
+                # The ids file is as written: the database's ids are what changed.
+                raise self._corrupt_db(library, ValueError(f"its {which} no longer match their vectors"))
+            if vectors.shape[0] == len(db_ids):
+                culprit = ids_path  # the vectors are as many as they should be: the ids are wrong
         elif str(zlib.crc32(vectors.tobytes())) != meta.get(_SETS[which][2]):
             problem = "its checksum does not match"
         if problem:
@@ -514,7 +605,7 @@ class LocalStore:
                 _PART[which],
                 f"do not match the database: {problem}",
                 rebuildable=True,
-                location=str(vec_path),
+                location=str(culprit),
             )
         return vectors, ids
 
@@ -640,9 +731,14 @@ class LocalStore:
                         ("generation", str(new_gen)),
                         ("vectors_crc", str(zlib.crc32(vectors.tobytes()))),
                         ("sentences_crc", str(zlib.crc32(svectors.tobytes()))),
+                        # The ids files' own checksums tell a damaged ids file from damaged ids
+                        # in the database when the two disagree.
+                        ("vectors_crc_ids", str(zlib.crc32(ids.tobytes()))),
+                        ("sentences_crc_ids", str(zlib.crc32(sids.tobytes()))),
                         ("updated_at", now()),
                     ],
                 )
+                self._seal_meta(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 # BaseException: Ctrl-C mid-write must roll back too.
@@ -658,21 +754,18 @@ class LocalStore:
         self, conn: sqlite3.Connection, w: ArticleWrite, keep_ids: bool = False
     ) -> tuple[list[int], list[int]]:
         a = w.info
+        added_at = a.added_at or now()
+        fields = (a.id, a.key, a.title, a.byline, a.date, a.url, a.source, a.content_hash)
         conn.execute(
-            "INSERT INTO articles VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO articles (id, key, title, byline, date, url, source, content_hash, text, paragraphs, "
+            "passage_count, added_at, info_md5) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                a.id,
-                a.key,
-                a.title,
-                a.byline,
-                a.date,
-                a.url,
-                a.source,
-                a.content_hash,
+                *fields,
                 w.text,
                 json.dumps(w.paragraphs),
                 len(w.passages),
-                a.added_at or now(),
+                added_at,
+                info_md5(*fields, len(w.passages), added_at),
             ),
         )
         ids: list[int] = []
@@ -689,7 +782,7 @@ class LocalStore:
                     p.end,
                     p.text,
                     sum(terms.values()),
-                    text_md5(p.text),
+                    passage_md5(a.id, p.ordinal, p.paragraph, p.start, p.end, p.text),
                 ),
             )
             pid = _row_id(cur)
@@ -720,7 +813,7 @@ class LocalStore:
         """All articles, oldest first."""
         with self._db(library) as conn:
             rows = conn.execute(f"SELECT {self._INFO_COLS} FROM articles ORDER BY added_at, rowid").fetchall()
-        return [article_info(r) for r in rows]
+        return [info_from_row(r, library, self._db_path(library)) for r in rows]
 
     def get_article(self, library: str, article_id: str) -> Article | None:
         """An article with its cleaned text."""
@@ -728,9 +821,33 @@ class LocalStore:
             row = conn.execute(
                 f"SELECT {self._INFO_COLS}, text, paragraphs FROM articles WHERE id=?", (article_id,)
             ).fetchone()
+            # A miss is rare (a forgotten article); make sure it is not a damaged index hiding one.
+            if (
+                row is None
+                and conn.execute("SELECT 1 FROM articles NOT INDEXED WHERE id=?", (article_id,)).fetchone()
+            ):
+                raise self._corrupt_db(library, ValueError("its article index is damaged"))
         if row is None:
             return None
-        return Article(article_info(row[:-2]), row[-2], tuple(tuple(p) for p in json.loads(row[-1])))
+        return article_from_row(row[:-1], self._spans(library, row[-1]), library, self._db_path(library))
+
+    def _spans(self, library: str, stored: str) -> list[list[int]]:
+        """An article's paragraph spans from their stored JSON (damaged JSON is said as such)."""
+        try:
+            spans = json.loads(stored)
+            if isinstance(spans, list) and all(
+                isinstance(p, list) and len(p) == 2 and all(type(x) is int for x in p) for p in spans
+            ):
+                return spans
+        except (ValueError, RecursionError):
+            pass
+        raise CorruptIndexError(
+            library,
+            "database",
+            "holds paragraph spans that cannot be read",
+            rebuildable=False,
+            location=self._db_path(library),
+        )
 
     def find_articles(
         self,
@@ -753,7 +870,7 @@ class LocalStore:
             rows = conn.execute(
                 f"SELECT {self._INFO_COLS} FROM articles WHERE {' OR '.join(clauses)} ORDER BY rowid", args
             ).fetchall()
-        return [article_info(r) for r in rows]
+        return [info_from_row(r, library, self._db_path(library)) for r in rows]
 
     def article_infos(self, library: str, ids: Sequence[str]) -> dict[str, ArticleInfo]:
         """Metadata of articles by id, without their text."""
@@ -764,13 +881,13 @@ class LocalStore:
                 f"SELECT {self._INFO_COLS} FROM articles WHERE id IN ({','.join('?' * len(ids))})",
                 list(ids),
             ).fetchall()
-        return infos_by_id(map(article_info, rows))
+        return infos_by_id(info_from_row(r, library, self._db_path(library)) for r in rows)
 
     def _passage_rows(
         self, conn: sqlite3.Connection, library: str, where: str, args: Sequence[object]
     ) -> list[Passage]:
         rows = conn.execute(f"SELECT {PASSAGE_COLUMNS} FROM passages {where}", args).fetchall()
-        return [passage_from_row(r, library) for r in rows]
+        return [passage_from_row(r, library, self._db_path(library)) for r in rows]
 
     def passages(self, library: str, ids: Sequence[int]) -> list[Passage]:
         """Passages by id, in the order asked."""
@@ -788,7 +905,19 @@ class LocalStore:
     def article_passages(self, library: str, article_id: str) -> list[Passage]:
         """An article's passages in order."""
         with self._db(library) as conn:
-            return self._passage_rows(conn, library, "WHERE article_id=? ORDER BY ordinal", (article_id,))
+            passages = self._passage_rows(conn, library, "WHERE article_id=? ORDER BY ordinal", (article_id,))
+            count = conn.execute("SELECT passage_count FROM articles WHERE id=?", (article_id,)).fetchone()
+        if count is not None and [p.ordinal for p in passages] != list(range(count[0])):
+            # A damaged index page hides rows from a lookup; a summary or an export must not
+            # silently leave part of an article out.
+            raise CorruptIndexError(
+                library,
+                "database",
+                f"is missing passages of article {article_id}",
+                rebuildable=False,
+                location=self._db_path(library),
+            )
+        return passages
 
     def _vectors(self, m: _Matrix, ids: Sequence[int]) -> NDArray[np.float32]:
         """Rows of ``ids`` in the matrix, in that order (every id must be there)."""
@@ -809,6 +938,16 @@ class LocalStore:
         by_passage: dict[int, list[SentenceRow]] = {}
         for row in sentences:
             by_passage.setdefault(row.passage_id, []).append(row)
+        for p in passages:
+            if not all(p.start <= r.start and r.end <= p.end for r in by_passage.get(p.id, ())):
+                # A sentence outside its passage would put the bold answer on the wrong words.
+                raise CorruptIndexError(
+                    library,
+                    "database",
+                    "holds damaged sentence records",
+                    rebuildable=False,
+                    location=self._db_path(library),
+                )
         return [
             PassageEvidence(p, vectors[i], tuple(by_passage.get(p.id, ()))) for i, p in enumerate(passages)
         ]
@@ -866,7 +1005,29 @@ class LocalStore:
             ).fetchall()
         if not rows:
             return []
-        found = np.searchsorted(m.sentence_ids, np.asarray([r[0] for r in rows], dtype=np.int64))
+        wanted = set(passage_ids)
+        if not all(
+            type(i) is int and pid in wanted and type(start) is int and type(end) is int and 0 <= start < end
+            for i, pid, start, end in rows
+        ):
+            raise CorruptIndexError(
+                library,
+                "database",
+                "holds damaged sentence records",
+                rebuildable=False,
+                location=self._db_path(library),
+            )
+        sids = np.asarray([r[0] for r in rows], dtype=np.int64)
+        found = np.minimum(np.searchsorted(m.sentence_ids, sids), len(m.sentence_ids) - 1)
+        if len(m.sentence_ids) == 0 or not np.array_equal(m.sentence_ids[found], sids):
+            # Every sentence has a vector in this generation unless a record was damaged.
+            raise CorruptIndexError(
+                library,
+                "database",
+                "holds sentence records without vectors",
+                rebuildable=False,
+                location=self._db_path(library),
+            )
         return group_by_passage(
             (
                 SentenceRow(pid, start, end, m.sentence_vectors[row])
@@ -908,6 +1069,19 @@ class LocalStore:
                     postings = conn.execute(sql, args).fetchall()
             finally:
                 conn.execute("COMMIT")
+        wanted = set(present)
+        if not all(
+            t in wanted and type(pid) is int and type(tf) is int and type(length) is int
+            for t, pid, tf, length in postings
+        ) or not all(type(v) is int for v in df.values()):
+            # SQLite hands back what a damaged page holds: a term nobody asked for, a NULL count.
+            raise CorruptIndexError(
+                library,
+                "database",
+                "holds damaged word statistics",
+                rebuildable=False,
+                location=self._db_path(library),
+            )
         return LexicalRows(int(n), (total / n if n else 0.0), df, postings)
 
     # ------------------------------------------------------------------ feedback and cache

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from ...errors import EmptyLibraryError, IndexMismatchError, LibraryBusyError, StoreUnavailableError
+from ...errors import (
+    CorruptIndexError,
+    EmptyLibraryError,
+    IndexMismatchError,
+    LibraryBusyError,
+    StoreUnavailableError,
+)
 from ...types import Article, ArticleInfo, Passage
 from .. import (
     ArticleWrite,
@@ -27,19 +33,21 @@ from .. import (
     LexicalRows,
     PassageEvidence,
     SentenceRow,
-    article_info,
     check_library_name,
 )
 from ..common import (
     PASSAGE_COLUMNS,
     PASSAGE_WIDTH,
+    article_from_row,
     group_by_passage,
     in_order,
     info_columns,
+    info_from_row,
+    info_md5,
     infos_by_id,
     now,
     passage_from_row,
-    text_md5,
+    passage_md5,
     top_k,
 )
 from .migrations import Migration, apply_migrations, load_migrations
@@ -67,6 +75,35 @@ def _lock_key(kind: str, library: str) -> int:
 
 
 _INFO_COLS = info_columns("jsonb_array_length")
+
+
+def _article_row(library_id: int, w: ArticleWrite) -> tuple[Any, ...]:
+    """The values of an article's row, its metadata checksum last."""
+    from psycopg.types.json import Jsonb
+
+    a = w.info
+    added_at = a.added_at or now()
+    fields = (a.id, a.key, a.title, a.byline, a.date, a.url, a.source, a.content_hash)
+    return (
+        library_id,
+        *fields,
+        w.text,
+        Jsonb([list(p) for p in w.paragraphs]),
+        len(w.passages),
+        added_at,
+        info_md5(*fields, len(w.passages), added_at),
+    )
+
+
+def _spans(library: str, stored: Any) -> list[list[int]]:
+    """An article's paragraph spans as the driver decoded them (anything else is damage)."""
+    if isinstance(stored, list) and all(
+        isinstance(p, list) and len(p) == 2 and all(type(x) is int for x in p) for p in stored
+    ):
+        return stored
+    raise CorruptIndexError(
+        library, "database", "holds paragraph spans that cannot be read", rebuildable=False
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,7 +444,6 @@ class PostgresStore:
         self, conn: psycopg.Connection[Any], lib: _Lib, add: Sequence[ArticleWrite], keep_ids: bool
     ) -> tuple[int, int, int, int]:
         """COPY the articles in; returns (passages, their total length, next passage id, next sentence id)."""
-        from psycopg.types.json import Jsonb
 
         next_pid, next_sid = lib.next_passage_id, lib.next_sentence_id
         total = total_len = 0
@@ -416,26 +452,9 @@ class PostgresStore:
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO articles (library_id, id, key, title, byline, date, url, source, "
-                "content_hash, text, paragraphs, passage_count, added_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        lib.id,
-                        w.info.id,
-                        w.info.key,
-                        w.info.title,
-                        w.info.byline,
-                        w.info.date,
-                        w.info.url,
-                        w.info.source,
-                        w.info.content_hash,
-                        w.text,
-                        Jsonb([list(p) for p in w.paragraphs]),
-                        len(w.passages),
-                        w.info.added_at or now(),
-                    )
-                    for w in add
-                ],
+                "content_hash, text, paragraphs, passage_count, added_at, info_md5) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [_article_row(lib.id, w) for w in add],
             )
             passage_rows: list[tuple[Any, ...]] = []
             sentence_rows: list[tuple[Any, ...]] = []
@@ -465,7 +484,7 @@ class PostgresStore:
                             p.text,
                             length,
                             vector,
-                            text_md5(p.text),
+                            passage_md5(w.info.id, p.ordinal, p.paragraph, p.start, p.end, p.text),
                         )
                     )
                     posting_rows.extend((lib.id, t, pid, n, length) for t, n in terms.items())
@@ -570,7 +589,7 @@ class PostgresStore:
                 (lib.id,),
             ).fetchall()
 
-        return [article_info(r) for r in self._run(run)]
+        return [info_from_row(r, library) for r in self._run(run)]
 
     def get_article(self, library: str, article_id: str) -> Article | None:
         """An article with its cleaned text."""
@@ -585,7 +604,7 @@ class PostgresStore:
         row = self._run(run)
         if row is None:
             return None
-        return Article(article_info(row[:-2]), row[-2], tuple(tuple(p) for p in row[-1]))
+        return article_from_row(row[:-1], _spans(library, row[-1]), library)
 
     def find_articles(
         self,
@@ -607,7 +626,7 @@ class PostgresStore:
                 (lib.id, list(keys), list(content_hashes), list(ids)),
             ).fetchall()
 
-        return [article_info(r) for r in self._run(run)]
+        return [info_from_row(r, library) for r in self._run(run)]
 
     def article_infos(self, library: str, ids: Sequence[str]) -> dict[str, ArticleInfo]:
         """Metadata of articles by id, without their text."""
@@ -621,7 +640,7 @@ class PostgresStore:
                 (lib.id, list(ids)),
             ).fetchall()
 
-        return infos_by_id(map(article_info, self._run(run)))
+        return infos_by_id(info_from_row(r, library) for r in self._run(run))
 
     def passages(self, library: str, ids: Sequence[int]) -> list[Passage]:
         """Passages by id, in the order asked (missing ids are left out)."""
