@@ -7,8 +7,10 @@ Errors from the core become one line on stderr and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -147,6 +149,7 @@ class _Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=self.label, unit="passage", file=sys.stderr, leave=False)
+        self.bar.total = total  # grows as the articles of a long ingest are read and chunked
         self.bar.n = done
         self.bar.refresh()
 
@@ -549,27 +552,61 @@ def cmd_migrate(app: App, args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("citebot")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
+def _add_common_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """--library, --data-dir, --quiet, --verbose; ``default`` None on the main parser (real
+    defaults), SUPPRESS on the commands' copy (so an absent option keeps the main's value)."""
+    main = default is None
+    parser.add_argument(
+        "--library",
+        "-l",
+        metavar="NAME",
+        default=None if main else argparse.SUPPRESS,
+        help="library to use (default: CITEBOT_LIBRARY or 'default')",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        type=Path,
+        default=None if main else argparse.SUPPRESS,
+        help="where indexes live (default: CITEBOT_DATA_DIR)",
+    )
+    parser.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        default=False if main else argparse.SUPPRESS,
+        help="print only results and errors",
+    )
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        default=False if main else argparse.SUPPRESS,
+        help="log what happens, with tracebacks",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (subcommands register themselves here)."""
     parser = argparse.ArgumentParser(
         prog="citebot",
         description="Answer questions about a library of articles, always with a citation.",
     )
+    # The global options work before or after the command: the main parser holds their
+    # defaults, and the copy every command inherits leaves them alone unless given there.
+    _add_common_options(parser, None)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--library",
-        "-l",
-        metavar="NAME",
-        help="library to use (default: CITEBOT_LIBRARY or 'default')",
-    )
-    common.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        type=Path,
-        help="where indexes live (default: CITEBOT_DATA_DIR)",
-    )
-    common.add_argument("--quiet", "-q", action="store_true", help="print only results and errors")
-    common.add_argument("--verbose", "-v", action="store_true", help="log what happens, with tracebacks")
+    _add_common_options(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -732,6 +769,13 @@ def main(
     except KeyboardInterrupt:
         print("citebot: interrupted.", file=stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`citebot ask --json … | head`): that is not an error. Point
+        # stdout at /dev/null so that Python's flush at exit does not complain either.
+        if out is sys.stdout:
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:
         if args.verbose:
             log.exception("unexpected error")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from embeddings.errors import InputError
+from embeddings.library import DEFAULT_MAX_ARTICLE_CHARS
 from embeddings.store import check_library_name
 
 from .redact import secrets_in
@@ -237,6 +238,9 @@ class Settings:
     fetch_timeout: float = _setting("CITEBOT_FETCH_TIMEOUT", _positive("CITEBOT_FETCH_TIMEOUT"), 10.0)
     fetch_max_bytes: int = _setting(
         "CITEBOT_FETCH_MAX_BYTES", _int("CITEBOT_FETCH_MAX_BYTES", 1024), 5_000_000
+    )
+    max_article_chars: int = _setting(
+        "CITEBOT_MAX_ARTICLE_CHARS", _int("CITEBOT_MAX_ARTICLE_CHARS", 1000), DEFAULT_MAX_ARTICLE_CHARS
     )
     shard_count: int | None = _setting("SHARD_COUNT", _opt(_int("SHARD_COUNT", 1)), None)
     shard_ids: tuple[int, ...] | None = _setting("SHARD_IDS", _opt(_ids("SHARD_IDS")), None)

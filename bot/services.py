@@ -113,6 +113,7 @@ def make_library(
         search=search_config(settings),
         reranker=reranker,
         write_timeout=write_timeout,
+        max_article_chars=settings.max_article_chars,
     )
 
 

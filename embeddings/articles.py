@@ -20,6 +20,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import logging
 import re
 import stat
 import unicodedata
@@ -31,6 +32,8 @@ from typing import Any
 
 from .errors import InputError
 from .types import Document
+
+log = logging.getLogger(__name__)
 
 KIND_BY_SUFFIX = {
     ".txt": "txt",
@@ -203,24 +206,23 @@ def _parse_byline(line: str) -> tuple[str, str | None] | None:
 _DURATION_END = re.compile(r"(?:^|\s)\(?\d{1,2}:\d{2}(?::\d{2})?\)?$")
 _BOILERPLATE = re.compile(
     r"""^(?:
-        advertisement|advert|ad\ feedback|sponsored(?:\ content)?|paid\ content|promoted\ content
-      | story\ continues\ (?:below|after)\ (?:this\ )?(?:advertisement|ad)
-      | continue\ reading(?:\ below|\ the\ main\ story)?
-      | (?:read|see|watch)\ (?:more|also|next)\b.{0,80}
-      | related(?:\ articles?|\ stories|\ coverage)?:?.{0,80}
-      | (?:sign\ up|subscribe)\b.{0,100}(?:newsletter|updates|inbox|free)\b.{0,40}
-      | follow\ (?:us|@\w+|\w+\ on)\b.{0,60}
-      | click\ (?:here|to)\b.{0,80}
-      | (?:hide|show|enlarge|expand)\ (?:caption|image|photo)s?\b.{0,40}
-      | (?:photo|image|video|picture)s?\ (?:credit|courtesy|by|source)\b.{0,80}
-      | (?:photo|image|picture|graphic|illustration)s?\s*:.{0,80}
-      | (?:credit|source|getty\ images|ap\ photo|reuters)\s*[:/].{0,80}
-      | (?:©|\(c\)|copyright)\s.{0,120}
-      | all\ rights\ reserved.{0,40}
-      | (?:[\d,.]+\s*)?(?:shares?|comments?|views?)
-      | (?:share|tweet|email|e-mail|print|save|pin|copy\ link|facebook|twitter|linkedin|whatsapp
-          |reddit|pinterest|messenger|x)(?:\ (?:this|on|via|the|article|story|link|page|post
-          |to|facebook|twitter|email|x))*
+        (?P<advertisement>advertisement|advert|ad\ feedback|sponsored(?:\ content)?|paid\ content
+          |promoted\ content|story\ continues\ (?:below|after)\ (?:this\ )?(?:advertisement|ad))
+      | (?P<continue_reading>continue\ reading(?:\ below|\ the\ main\ story)?)
+      | (?P<read_more>(?:read|see|watch)\ (?:more|also|next)(?:\s*:.{0,80}|\W*))
+      | (?P<related_links>related(?:\ articles?|\ stories|\ coverage|\ content|\ links)?(?:\s*:.{0,80}|\W*))
+      | (?P<newsletter>(?:sign\ up|subscribe)\b.{0,100}(?:newsletter|updates|inbox|free)\b.{0,40})
+      | (?P<follow_us>follow\ (?:us|@\w+)\b.{0,60})
+      | (?P<click_here>click\ here\b.{0,80}|click\ to\ (?:expand|enlarge|play|watch|read|see|view)\b.{0,40})
+      | (?P<caption_control>(?:hide|show|enlarge|expand)\ (?:caption|image|photo)s?\b.{0,40})
+      | (?P<photo_credit>(?:photo|image|video|picture)s?\ (?:credit|courtesy|by|source)\b.{0,80}
+          |(?:photo|image|picture|graphic|illustration)s?\s*:.{0,80}
+          |(?:credit|source|getty\ images|ap\ photo|reuters)\s*[:/].{0,80})
+      | (?P<copyright>(?:©|\(c\)|copyright\ (?:©|\(c\)|\d{4}))\s?.{0,120}|all\ rights\ reserved.{0,40})
+      | (?P<counter>(?:[\d,.]+\s*)?(?:shares?|comments?|views?))
+      | (?P<share_buttons>(?:share|tweet|email|e-mail|print|save|pin|copy\ link|facebook|twitter|linkedin
+          |whatsapp|reddit|pinterest|messenger|x)(?:\ (?:this|on|via|the|article|story|link|page|post
+          |to|facebook|twitter|email|x))*)
     )\W*$""",
     re.I | re.X,
 )
@@ -229,20 +231,35 @@ _SHARE_WORDS = frozenset(
     """share shares tweet email e-mail print save pin copy link facebook twitter linkedin
     whatsapp reddit pinterest messenger telegram this article story on via""".split()
 )
-_TERMINAL = re.compile(r"""[.!?…:;"'”’)\]]$""")
+# The end of a sentence (a colon or semicolon is not: a lower-case line after one continues it).
+_SENTENCE_END = re.compile(r"""[.!?…。！？．]["'”’)\]」』）】〉》]*$""")
+# Sentence-final punctuation, Latin and CJK (。！？ and the closing brackets and quotes after them).
+_TERMINAL = re.compile(r"""[.!?…:;"'”’)\]。！？．」』）】〉》"]$""")
+
+
+def boilerplate_rule(paragraph: str) -> str | None:
+    """The rule that makes a whole paragraph page furniture rather than article text, or None.
+
+    Rules are matched against a whole paragraph (or a line that stands alone), never against
+    a line inside a paragraph: a citation tool may drop a block, never alter one.
+    """
+    words = paragraph.split()
+    if not words:
+        return None
+    if _DURATION_END.search(paragraph) and len(words) <= 30:
+        return "video caption (ends in a running time)"
+    m = _BOILERPLATE.match(paragraph)
+    if m:
+        return (m.lastgroup or "boilerplate").replace("_", " ")
+    lowered = [w.strip("|·•,:;").lower() for w in words]
+    if len(words) <= 8 and all(w in _SHARE_WORDS or not w for w in lowered):
+        return "share buttons"
+    return None
 
 
 def is_boilerplate(line: str) -> bool:
-    """True for a line that is page furniture rather than article text."""
-    words = line.split()
-    if not words:
-        return False
-    if _DURATION_END.search(line) and len(words) <= 30:
-        return True  # a video caption with its running time
-    if _BOILERPLATE.match(line):
-        return True
-    lowered = [w.strip("|·•,:;").lower() for w in words]
-    return len(words) <= 8 and all(w in _SHARE_WORDS or not w for w in lowered)
+    """True for a paragraph (or a line that stands alone) that is page furniture."""
+    return boilerplate_rule(line) is not None
 
 
 def _is_stray(line: str) -> bool:
@@ -265,23 +282,65 @@ def _join_block(lines: list[str], hard_wrapped: bool | None) -> list[str]:
     """Turn one blank-line-separated block into paragraphs."""
     if len(lines) == 1:
         return lines
+    # A line of page furniture stands alone only between two sentences: "Advertisement" after
+    # a full stop does, "copyright holder, and you cure…" after "from that" is prose. Lines
+    # standing alone do not count when telling wrapped prose, and are never joined to a line.
+    alone = [
+        is_boilerplate(line)
+        and (i == 0 or bool(_SENTENCE_END.search(lines[i - 1])))
+        and (i == len(lines) - 1 or not lines[i + 1][:1].islower())
+        for i, line in enumerate(lines)
+    ]
     if hard_wrapped is None:
-        lengths = [len(x) for x in lines[:-1]]
-        longest = max(lengths)
-        open_ends = sum(1 for x in lines[:-1] if not _TERMINAL.search(x))
-        # Hard-wrapped prose: lines of similar width that often stop mid-sentence.
-        hard_wrapped = longest <= 100 and min(lengths) >= 0.6 * longest and open_ends * 2 >= len(lengths)
+        prose = [x for x, a in zip(lines[:-1], alone[:-1], strict=True) if not a]
+        lengths = [len(x) for x in prose]
+        longest = max(lengths, default=0)
+        open_ends = sum(1 for x in prose if not _TERMINAL.search(x))
+        # Hard-wrapped prose: lines of similar width that often stop mid-sentence (or enough
+        # of them at one width: joining keeps every word, splitting could drop one).
+        hard_wrapped = (
+            bool(prose)
+            and longest <= 100
+            and min(lengths) >= 0.6 * longest
+            and (open_ends * 2 >= len(lengths) or len(lengths) >= 2)
+        )
     if hard_wrapped:
+        # One paragraph, kept or dropped whole: a line that looks like furniture inside wrapped
+        # prose may as well be a sentence that happens to start a line.
         return [" ".join(lines)]
     paragraphs: list[str] = []
-    for line in lines:
+    for i, line in enumerate(lines):
         prev = paragraphs[-1] if paragraphs else None
-        # A line that starts lower-case right after one that ends mid-sentence continues it.
-        if prev is not None and not _TERMINAL.search(prev) and line[:1].islower():
+        # A line that starts lower-case right after one that ends mid-sentence continues it
+        # (page furniture standing alone is kept apart, to be dropped whole and nothing with it).
+        if (
+            prev is not None
+            and not alone[i]
+            and not alone[i - 1]
+            and not _SENTENCE_END.search(prev)
+            and line[:1].islower()
+        ):
             paragraphs[-1] = f"{prev} {line}"
         else:
             paragraphs.append(line)
     return paragraphs
+
+
+def _hard_wrapped(blocks: list[list[str]]) -> bool | None:
+    """Whether the whole text is hard-wrapped at a fixed width (None: too little to tell).
+
+    Wrapping is a property of the document, not of a block: a two-line paragraph whose break
+    happens to fall after a full stop is still one paragraph when the rest of the text is
+    wrapped at the same width.
+    """
+    inner = [line for block in blocks for line in block[:-1] if not is_boilerplate(line)]
+    if len(inner) < 4:
+        return None
+    longest = max(len(x) for x in inner)
+    if longest > 100:
+        return False
+    near = sum(1 for x in inner if len(x) >= 0.6 * longest)
+    return near >= 0.9 * len(inner)
 
 
 def _blocks(lines: Iterable[str]) -> Iterator[list[str]]:
@@ -361,13 +420,23 @@ def clean_article(
     # Date-only and byline lines right at the top of the body are metadata, not text.
     body, body_date = _drop_leading_meta(body)
     date = date or body_date
-    kept = [line for line in body if not (line and is_boilerplate(line))]
-    while kept and (not kept[-1] or _is_stray(kept[-1])):
-        kept.pop()  # trailing widget labels and ad words
     if one_paragraph_per_line:
-        paragraphs = [ln for ln in kept if ln]
+        candidates = [ln for ln in body if ln]
     else:
-        paragraphs = [p for block in _blocks(kept) for p in _join_block(block, hard_wrapped)]
+        blocks = list(_blocks(body))
+        wrapped = hard_wrapped if hard_wrapped is not None else _hard_wrapped(blocks)
+        candidates = [p for block in blocks for p in _join_block(block, wrapped)]
+    # Paragraphs are kept or dropped whole: the stored text is the source's, word for word.
+    paragraphs: list[str] = []
+    for paragraph in candidates:
+        rule = boilerplate_rule(paragraph)
+        if rule is None:
+            paragraphs.append(paragraph)
+        else:
+            log.debug("%s: dropped a paragraph as %s: %r", source or key, rule, paragraph[:200])
+    while paragraphs and _is_stray(paragraphs[-1]):
+        stray = paragraphs.pop()
+        log.debug("%s: dropped a paragraph as a trailing ad or widget label: %r", source or key, stray)
     text, spans = assemble(paragraphs)
     if not text:
         raise InputError(f"{source or key}: no article text left after cleaning.")
@@ -564,6 +633,10 @@ def parse_html(html: str, *, key: str, source: str | None = None, url: str | Non
         include_comments=False,
         include_tables=True,
         favor_precision=True,
+        # A date only from what states one (meta tags, JSON-LD, <time>): htmldate's extensive
+        # search also guesses from links, file names and CSS classes ("edition2024"), and a
+        # citation with an invented date is worse than one without.
+        date_extraction_params={"extensive_search": False, "original_date": True},
     )
     if extracted is None or not (getattr(extracted, "text", None) or "").strip():
         raise InputError(f"{source or url or key}: no article text found in this HTML page.")

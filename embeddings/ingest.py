@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .articles import content_hash
 from .chunking import ChunkSpec, chunk_document, sentence_spans
@@ -106,7 +107,9 @@ class Ingester:
         spec: IndexSpec,
         chunk: ChunkSpec,
         analyzer: Analyzer,
+        max_article_chars: int | None = None,
     ) -> None:
+        self.max_article_chars = max_article_chars
         self.store = store
         self.encoder = encoder
         self.library = library
@@ -128,16 +131,18 @@ class Ingester:
         the one it was working on.
         """
         results: list[IngestResult] = []
-        planned = list(self._plan_all(items, results))
-        total = sum(len(p.write.passages) for p in planned)
-        done = 0
-        if progress is not None:
-            progress(0, total)
+        # Articles are planned (chunked, counted) as they come and embedded a batch at a time:
+        # memory is bounded by a batch, not by the whole ingest. The progress total grows as
+        # articles are planned.
+        done = total = 0
         batch: list[_Planned] = []
         size = 0
-        for plan in planned:
+        for plan in self._plan_all(items, results):
             batch.append(plan)
             size += len(plan.write.passages)
+            total += len(plan.write.passages)
+            if progress is not None:
+                progress(done, total)
             if size >= batch_passages:
                 done = self._commit(batch, results, done, total, progress)
                 batch, size = [], 0
@@ -175,10 +180,10 @@ class Ingester:
             text=doc.text,
             paragraphs=doc.paragraphs,
             passages=passages,
-            vectors=np.zeros((len(passages), self.encoder.dim), dtype=np.float32),
+            vectors=_zeros(len(passages), self.encoder.dim),
             terms=[self.analyzer.counts(p.text) for p in passages],
             sentences=sentences,
-            sentence_vectors=np.zeros((len(sentences), self.encoder.dim), dtype=np.float32),
+            sentence_vectors=_zeros(len(sentences), self.encoder.dim),
         )
 
     def embed(
@@ -272,6 +277,23 @@ class Ingester:
         for item in items:
             if isinstance(item, CitebotError):
                 results.append(IngestResult(source="", status="skipped", reason=str(item)))
+                continue
+            limit = self.max_article_chars
+            if limit is not None and len(item.text) > limit:
+                # One article is one commit: its vectors are all held until it is written. An
+                # article past the limit would take memory and time without bound, so it is
+                # refused before any work, with what to do instead.
+                results.append(
+                    IngestResult(
+                        item.source or item.key,
+                        "skipped",
+                        reason=(
+                            f"{_millions(len(item.text))} characters of text is more than one article may "
+                            f"hold ({_millions(limit)}): split it into parts (chapters, sections) and "
+                            "ingest those"
+                        ),
+                    )
+                )
                 continue
             if item.key in seen_keys:
                 results.append(
@@ -367,6 +389,15 @@ class Ingester:
             for w, p in zip(writes, batch, strict=True)
         )
         return done + sum(len(w.passages) for w in writes)
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.1f} million" if n >= 1_000_000 else f"{n:,}"
+
+
+def _zeros(rows: int, dim: int) -> NDArray[np.float32]:
+    """Placeholder vectors that take no memory (a read-only view of one zero row)."""
+    return np.broadcast_to(np.zeros((1, dim), dtype=np.float32), (rows, dim))
 
 
 def _counter(progress: ProgressFn | None, done: int, total: int) -> Callable[[int], None]:

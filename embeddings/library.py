@@ -30,6 +30,9 @@ from .summarize import SUMMARIZER_VERSION, make_summary, spans_from_json, spans_
 from .types import Answer, ArticleInfo, Document, Hit, IngestReport, IngestResult, Summary
 
 MAX_QUESTION_CHARS = 1000
+DEFAULT_MAX_ARTICLE_CHARS = 10_000_000
+"""The longest article one ingest takes by default: three times *War and Peace*. An article is
+embedded and committed whole, so its vectors (about 120 MB at this size) are held at once."""
 """Longer questions are cut here (the model reads about 256 word pieces anyway)."""
 
 FOLLOW_UP_WITHIN = "Follow-up: searched the article of the previous answer."
@@ -105,7 +108,9 @@ class Library:
         search: SearchConfig | None = None,
         reranker: Reranker | None = None,
         write_timeout: float = 0.0,
+        max_article_chars: int | None = DEFAULT_MAX_ARTICLE_CHARS,
     ) -> None:
+        self.max_article_chars = max_article_chars
         self.store = store
         self.encoder = encoder
         self.name = check_library_name(name)
@@ -253,7 +258,9 @@ class Library:
             return self._ingester().ingest(items, progress=progress, batch_passages=batch_passages)
 
     def _ingester(self) -> Ingester:
-        return Ingester(self.store, self.encoder, self.name, self.spec, self.chunk, self.analyzer)
+        return Ingester(
+            self.store, self.encoder, self.name, self.spec, self.chunk, self.analyzer, self.max_article_chars
+        )
 
     def forget(self, ref: str) -> ArticleInfo:
         """Remove an article (by id or title) and its passages."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from hypothesis import strategies as st
 
 from embeddings import InputError, expand_paths, load_file
 from embeddings.articles import (
+    Metadata,
     _page_title,
+    boilerplate_rule,
     clean_article,
     decode_bytes,
     is_boilerplate,
@@ -353,3 +356,86 @@ def test_pipes_and_devices_are_named_for_what_they_are(tmp_path: Path):
         "is a device, not a file.",
         "no such file or folder.",
     ]
+
+
+# ---------------------------------------------------------------------- a quote is never altered
+
+# Words that begin boilerplate rules when they start a line ("copyright", "related", "see
+# also", "source:", "share"...), mixed into ordinary prose, so that hard wrapping puts them at
+# the start of lines inside paragraphs, where a line-by-line filter once cut them out.
+# (Sentences start with ordinary words: a two-line paragraph broken right after a full stop,
+# whose second line reads "Source: Reuters.", is furniture to any reader.)
+_PROSE = st.sampled_from(
+    "the work notice receipt license program holder terms you may copy convey modify"
+    " copyright related source: see also share photo credit advertisement follow click"
+    " watch read more subscribe newsletter reuters comments views print email".split()
+)
+
+
+@st.composite
+def _paragraph(draw: st.DrawFn) -> str:
+    sentences = []
+    for _ in range(draw(st.integers(1, 5))):
+        first = draw(st.sampled_from(["The", "You", "Each", "This", "Any"]))
+        words = draw(st.lists(_PROSE, min_size=5, max_size=24))
+        sentences.append(" ".join([first, *words]) + ".")
+    return " ".join(sentences)
+
+
+_FURNITURE = st.sampled_from(["Advertisement", "Share this article", "Related: More stories", "Photo: AP"])
+
+
+@settings(max_examples=int(os.environ.get("CITEBOT_FUZZ_EXAMPLES", "150")), deadline=None)
+@given(
+    paragraphs=st.lists(_paragraph(), min_size=1, max_size=8),
+    furniture=st.lists(st.tuples(st.integers(0, 8), _FURNITURE), max_size=3),
+    width=st.integers(40, 90),
+)
+def test_every_paragraph_is_kept_whole_or_dropped_whole(
+    paragraphs: list[str], furniture: list[tuple[int, str]], width: int
+):
+    blocks = [textwrap.fill(p, width) for p in paragraphs]
+    for at, line in sorted(furniture, reverse=True):
+        blocks.insert(min(at, len(blocks)), line)
+    try:
+        doc = clean_article("\n\n".join(blocks), key="k", meta=Metadata(title="A licence"))
+        text = " ".join(doc.text.split())
+    except InputError:  # every paragraph was dropped (each must then have been dropped whole)
+        text = ""
+    # Walk the source: each paragraph is in the stored text word for word, where it belongs,
+    # or was dropped whole by a rule that says so; nothing else is in the stored text.
+    for p in paragraphs:
+        if text.startswith(p):
+            text = text[len(p) :].lstrip()
+        else:
+            assert boilerplate_rule(p) is not None, (p, text)
+    assert text == ""
+
+
+_BODY = (
+    "<p>" + " ".join(["Ownership is a set of rules that govern how a program manages memory."] * 6) + "</p>"
+)
+
+
+@pytest.mark.parametrize(
+    ("head", "body", "date"),
+    [
+        ('<link rel="stylesheet" href="/css/style-2018-03-04.css">', "", None),  # a file name
+        ("", '<a href="/2017/01/02/old.html">an old post</a>', None),  # a link's path
+        ('<meta property="article:published_time" content="2021-05-06">', "", "2021-05-06"),
+        (
+            '<script type="application/ld+json">{"@type":"NewsArticle","datePublished":"2019-07-08"}</script>',
+            "",
+            "2019-07-08",
+        ),
+        ("", '<time datetime="2020-02-03">Feb 3</time>', "2020-02-03"),
+    ],
+)
+def test_an_html_date_comes_only_from_what_states_one(head: str, body: str, date: str | None):
+    html = (
+        f'<html><head><title>Ownership</title>{head}</head><body class="edition2024">'
+        f"<article><h1>Ownership</h1>{body}{_BODY}{_BODY}</article></body></html>"
+    )
+    (doc,) = load_bytes(html.encode(), name="page.html", key="k")
+    assert not isinstance(doc, InputError)
+    assert doc.date == date

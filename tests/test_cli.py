@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bot.cli import EXIT_ERROR, EXIT_OK, main
+from bot.cli import EXIT_ERROR, EXIT_OK, build_parser, main
 
 from .conftest import ROOT, SEED
 
@@ -157,3 +159,53 @@ def test_bad_setting_is_reported(env: Path, model, monkeypatch: pytest.MonkeyPat
     code, _, err = run(model, "articles")
     assert code == EXIT_ERROR
     assert "CITEBOT_CHUNK_TOKENS must be a whole number, not 'lots'" in err
+
+
+# ---------------------------------------------------------------------- the command line's own manners
+
+_GLOBAL = {"--library": "other", "--data-dir": "/tmp/somewhere", "--quiet": None, "--verbose": None}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    command=st.sampled_from([["articles"], ["ask", "a question"], ["forget", "x"], ["ingest", "a.txt"]]),
+    placement=st.dictionaries(st.sampled_from(sorted(_GLOBAL)), st.booleans()),
+)
+def test_global_options_work_before_or_after_the_command(command: list[str], placement: dict[str, bool]):
+    def flags(before: bool) -> list[str]:
+        out: list[str] = []
+        for name, is_before in sorted(placement.items()):
+            if is_before == before:
+                out += [name] if _GLOBAL[name] is None else [name, str(_GLOBAL[name])]
+        return out
+
+    args = build_parser().parse_args([*flags(True), *command, *flags(False)])
+    assert args.library == ("other" if "--library" in placement else None)
+    assert args.data_dir == (Path("/tmp/somewhere") if "--data-dir" in placement else None)
+    assert args.quiet is ("--quiet" in placement)
+    assert args.verbose is ("--verbose" in placement)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("citebot ")
+
+
+class _ClosedPipe(io.StringIO):
+    """stdout whose reader went away after the first line (`| head -1`)."""
+
+    def write(self, text: str) -> int:
+        if self.getvalue().count("\n") >= 1:
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+def test_a_closed_pipe_is_not_an_error(env: Path, hash_encoder):
+    err = io.StringIO()
+    for i in range(3):
+        (env / f"a{i}.txt").write_text(f"Article {i}\n\nParagraph about topic number {i}.\n")
+    assert main(["ingest", str(env)], out=io.StringIO(), err=io.StringIO(), encoder=hash_encoder) == EXIT_OK
+    code = main(["articles"], out=_ClosedPipe(), err=err, encoder=hash_encoder)
+    assert code == EXIT_OK and err.getvalue() == ""

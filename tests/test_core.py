@@ -24,6 +24,7 @@ from embeddings import (
     NotFoundError,
     StoreUnavailableError,
 )
+from embeddings.ingest import PLAN_BATCH
 from embeddings.library import FOLLOW_UP_WIDENED, FOLLOW_UP_WITHIN, Library
 
 
@@ -237,3 +238,63 @@ def test_short_ids_are_unique_prefixes(ids: list[str]):
         assert aid.startswith(shown[aid])
         # A shown id is a prefix of no other id (unless it is that whole other id's prefix too).
         assert [o for o in ids if o.startswith(shown[aid])] == [aid] or shown[aid] == aid
+
+
+# ---------------------------------------------------------------------- big ingests in bounded memory
+
+
+def test_an_ingest_embeds_and_commits_as_it_reads(tmp_path: Path, hash_encoder: HashEncoder):
+    # Every article of an ingest used to be chunked (with its vectors allocated) before the
+    # first was embedded: memory grew with the whole ingest, not with a batch.
+    store = LocalStore(tmp_path / "data")
+    lib = Library(store, hash_encoder, "lib")
+    read = 0
+    committed_after: list[int] = []
+    write = store.write
+
+    def recording_write(*args: Any, **kwargs: Any) -> None:
+        committed_after.append(read)
+        write(*args, **kwargs)
+
+    store.write = recording_write  # type: ignore[method-assign]
+
+    def articles():
+        nonlocal read
+        for i in range(2 * PLAN_BATCH):  # articles are looked up in the store PLAN_BATCH at a time
+            read += 1
+            yield doc(f"k{i}", f"Article {i}", f"Paragraph one of article {i}.", f"Paragraph two of {i}.")
+
+    progress: list[tuple[int, int]] = []
+    report = lib.ingest(articles(), batch_passages=8, progress=lambda d, t: progress.append((d, t)))
+    assert report.count("added") == 2 * PLAN_BATCH
+    assert committed_after[0] <= PLAN_BATCH  # began writing long before the end
+    assert progress[-1] == (4 * PLAN_BATCH, 4 * PLAN_BATCH) and all(d <= t for d, t in progress)
+    store.close()
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 400), min_size=1, max_size=6),
+    limit=st.integers(50, 300),
+)
+def test_an_article_over_the_size_limit_is_skipped_and_the_rest_kept(
+    tmp_path_factory: pytest.TempPathFactory, lengths: list[int], limit: int
+):
+    store = LocalStore(tmp_path_factory.mktemp("limit"))
+    lib = Library(store, HashEncoder(dim=64, max_tokens=48), "lib", max_article_chars=limit)
+    docs = [
+        doc(f"k{i}", f"Article {i}", f"Text {i}: " + ("word " * n).strip() + ".")
+        for i, n in enumerate(lengths)
+    ]
+    report = lib.ingest(docs)
+    by_source = {r.source: r for r in report.results}
+    assert len(by_source) == len(docs)
+    for d in docs:
+        result = by_source[d.source or d.key]
+        if len(d.text) > limit:
+            assert result.status == "skipped"
+            assert result.reason and "split it into parts" in result.reason
+        else:
+            assert result.status == "added"
+    assert sorted(a.key for a in lib.articles()) == sorted(d.key for d in docs if len(d.text) <= limit)
+    store.close()

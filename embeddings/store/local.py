@@ -236,6 +236,11 @@ def _read_only(db: Path) -> sqlite3.Connection:
         )
 
 
+def _crc(array: NDArray[np.generic]) -> str:
+    """The CRC-32 of an array's bytes, read in place (``tobytes`` would copy a whole matrix)."""
+    return str(zlib.crc32(np.ascontiguousarray(array).data))
+
+
 def _meta_md5(meta: dict[str, str]) -> str:
     return text_md5(json.dumps(sorted(meta.items())))
 
@@ -592,12 +597,12 @@ class LocalStore:
                 f"{len(db_ids)} {which}"
             )
             ids_crc = meta.get(f"{_SETS[which][2]}_ids")
-            if ids_crc is not None and ids_crc == str(zlib.crc32(ids.tobytes())):
+            if ids_crc is not None and ids_crc == _crc(ids):
                 # The ids file is as written: the database's ids are what changed.
                 raise self._corrupt_db(library, ValueError(f"its {which} no longer match their vectors"))
             if vectors.shape[0] == len(db_ids):
                 culprit = ids_path  # the vectors are as many as they should be: the ids are wrong
-        elif str(zlib.crc32(vectors.tobytes())) != meta.get(_SETS[which][2]):
+        elif _crc(vectors) != meta.get(_SETS[which][2]):
             problem = "its checksum does not match"
         if problem:
             raise CorruptIndexError(
@@ -729,12 +734,12 @@ class LocalStore:
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                     [
                         ("generation", str(new_gen)),
-                        ("vectors_crc", str(zlib.crc32(vectors.tobytes()))),
-                        ("sentences_crc", str(zlib.crc32(svectors.tobytes()))),
+                        ("vectors_crc", _crc(vectors)),
+                        ("sentences_crc", _crc(svectors)),
                         # The ids files' own checksums tell a damaged ids file from damaged ids
                         # in the database when the two disagree.
-                        ("vectors_crc_ids", str(zlib.crc32(ids.tobytes()))),
-                        ("sentences_crc_ids", str(zlib.crc32(sids.tobytes()))),
+                        ("vectors_crc_ids", _crc(ids)),
+                        ("sentences_crc_ids", _crc(sids)),
                         ("updated_at", now()),
                     ],
                 )
