@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO, cast
@@ -199,6 +200,28 @@ class App:
 
         return make_library(self.settings, self.store, self.encoder, name)
 
+    def reading_library(self, name: str | None, *, seeded: bool = False) -> Library:
+        """The library for a command that never embeds (listing, forgetting).
+
+        When its index was built with the configured model, the model is not loaded at all
+        (it loads on first use, which such a command never reaches): the command answers in
+        well under a second. Otherwise, or on first use, it is :meth:`library` (or
+        :meth:`seeded_library`), so that a mismatch is reported as usual.
+        """
+        from embeddings.encoder import LazyEncoder, resolve_model
+
+        from .services import make_library
+
+        wanted = name or self.settings.library
+        if self._encoder is None:
+            spec = self.store.spec(wanted)
+            if spec is not None:
+                identity, _ = resolve_model(self.settings.model)
+                if spec.model == identity and self.settings.chunk_tokens in (None, spec.max_tokens):
+                    lazy = LazyEncoder(spec.model, spec.dim, spec.max_tokens, lambda: self.encoder)
+                    return make_library(self.settings, self.store, lazy, wanted)
+        return self.seeded_library(name) if seeded else self.library(name)
+
     def progress(self, label: str) -> _Progress:
         return _Progress(label, enabled=not self.quiet and self.err.isatty())
 
@@ -219,6 +242,12 @@ class App:
                     f"{report.count('added')} article(s), {report.passages_added} passages.",
                     file=self.err,
                 )
+            elif report is None and not self.quiet and self.settings.seeds_dir is not None:
+                print(
+                    f"No seed articles: {self.settings.seeds_dir} is not a folder, so library "
+                    f"{lib.name!r} starts empty.",
+                    file=self.err,
+                )
         return lib
 
     def close(self) -> None:
@@ -233,7 +262,8 @@ def cmd_ingest(app: App, args: argparse.Namespace) -> int:
     """citebot ingest PATH..."""
     from embeddings.fetch import Fetcher
 
-    lib = app.library(args.library)
+    # The seeds come first on first use, whatever the first command is.
+    lib = app.seeded_library(args.library)
     # The command line runs on the operator's own machine, so intranet addresses are allowed
     # (the Discord /ingest refuses them); time and size limits still apply.
     fetcher = Fetcher(
@@ -277,7 +307,7 @@ def _print_report(app: App, report: IngestReport) -> int:
 
 def cmd_articles(app: App, args: argparse.Namespace) -> int:
     """citebot articles"""
-    lib = app.seeded_library(args.library)
+    lib = app.reading_library(args.library, seeded=True)
     articles = lib.articles()
     if args.json:
         rows = [
@@ -312,7 +342,7 @@ def cmd_articles(app: App, args: argparse.Namespace) -> int:
 
 def cmd_forget(app: App, args: argparse.Namespace) -> int:
     """citebot forget ARTICLE"""
-    lib = app.library(args.library)
+    lib = app.reading_library(args.library, seeded=True)
     info = lib.forget(args.article)
     print(f"Forgot {info.id}  {info.title} ({info.passage_count} passages).", file=app.out)
     return EXIT_OK
@@ -334,26 +364,41 @@ def cmd_ask(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_chat(app: App, args: argparse.Namespace) -> int:
-    """citebot chat: a question loop that loads the model once."""
+    """citebot chat: a question loop that loads the model once.
+
+    Line editing and history come from readline where Python has it. Ctrl-C cancels the
+    question being typed or answered, not the session; Ctrl-D (or quit/exit) ends it, and a
+    blank line is simply ignored.
+    """
+    if sys.stdin.isatty():
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401 (input() gains line editing and history)
     lib = app.seeded_library(args.library)
     term = Terminal(app.out)
     print(
         f"citebot: asking library {lib.name!r} ({len(lib.articles())} articles). "
-        "Empty line or Ctrl-D to quit.",
+        "Ctrl-D or 'quit' to leave; Ctrl-C cancels a question.",
         file=app.out,
     )
     while True:
         try:
             line = input("? ")
-        except (EOFError, KeyboardInterrupt):
+        except EOFError:
             print(file=app.out)
             return EXIT_OK
-        if not line.strip() or line.strip().lower() in ("quit", "exit", ":q"):
+        except KeyboardInterrupt:
+            print(file=app.out)  # a fresh prompt, as a shell does
+            continue
+        if not line.strip():
+            continue
+        if line.strip().lower() in ("quit", "exit", ":q"):
             return EXIT_OK
         try:
             print(term.answer(lib.ask(line)), file=app.out)
         except CitebotError as exc:
             print(f"citebot: {for_cli(exc)}", file=app.err)
+        except KeyboardInterrupt:
+            print("(cancelled)", file=app.err)
         print(file=app.out)
 
 
@@ -689,6 +734,22 @@ def build_parser() -> argparse.ArgumentParser:
         "questions_unanswerable.jsonl): Recall@1/5, MRR@10, the answering-sentence rate, and how "
         "often questions about articles outside the library are declined. Builds temporary "
         "libraries; your own library is not touched.",
+        epilog=textwrap.dedent(
+            """\
+            input format (JSON Lines, one object per line):
+              articles.jsonl       {"id": "a1", "title": "...", "paragraphs": ["...", "..."]}
+                                   (or "text" with paragraphs separated by blank lines; "author",
+                                   "date" and "url" are read too)
+              questions.jsonl      {"id": "q1", "question": "...", "article_id": "a1",
+                                    "paragraph": 0, "answers": ["..."]}
+                                   paragraph: the 0-based index of the paragraph that answers;
+                                   answers: strings the answering sentence should contain
+              questions_unanswerable.jsonl
+                                   the same fields with "answers": []: questions the library
+                                   cannot answer; they should be declined
+            """
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("folder", type=Path, metavar="DIR")
     p.add_argument("--limit", type=int, default=0, help="ask only N questions, spread over the set")

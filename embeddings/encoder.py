@@ -331,6 +331,58 @@ class SentenceTransformerEncoder:
         return out
 
 
+class LazyEncoder:
+    """An encoder known by its identity and shape, whose weights load on first use.
+
+    Commands that never embed (listing, forgetting, votes) open a library with one, built from
+    the spec the library was made with when the configured model is that same model, so they
+    answer in well under a second instead of waiting for torch and the weights.
+    """
+
+    def __init__(self, name: str, dim: int, max_tokens: int, load: Callable[[], Encoder]) -> None:
+        self._name, self._dim, self._max_tokens = name, dim, max_tokens
+        self._load = load
+        self._loaded: Encoder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> Encoder:
+        """The real encoder (loaded now if it was not yet)."""
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._load()
+            return self._loaded
+
+    @property
+    def name(self) -> str:
+        """The model's identity, as stored with the index."""
+        return self._name
+
+    @property
+    def dim(self) -> int:
+        """Length of each vector."""
+        return self._dim
+
+    @property
+    def max_tokens(self) -> int:
+        """Word pieces the model reads per text."""
+        return self._max_tokens
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Word pieces per text (loads the model)."""
+        return self.loaded.count_tokens(texts)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of the word pieces (loads the model)."""
+        return self.loaded.token_offsets(text)
+
+    def encode(
+        self, texts: Sequence[str], *, kind: str = "passage", progress: Progress | None = None
+    ) -> NDArray[np.float32]:
+        """Embed ``texts`` (loads the model)."""
+        return self.loaded.encode(texts, kind=kind, progress=progress)
+
+
 class HashEncoder:
     """A tiny deterministic bag-of-words encoder for tests and demos; no model, no torch.
 

@@ -180,6 +180,21 @@ class Library:
             prefixed = [a for a in articles if a.id.startswith(ref)]
             if len(prefixed) == 1:
                 return prefixed[0], True
+            if len(prefixed) > 1:
+                shown = "; ".join(f"{a.id[: SHORT_ID + 4]} “{a.title}”" for a in prefixed[:5])
+                more = f" and {len(prefixed) - 5} more" if len(prefixed) > 5 else ""
+                raise NotFoundError(
+                    f"{ref!r} is ambiguous in library {self.name!r}: it begins the ids of "
+                    f"{len(prefixed)} articles ({shown}{more}). Give more of the id.",
+                    tuple(a.title for a in prefixed[:5]),
+                    kind="article",
+                    ref=ref,
+                    library=self.name,
+                )
+        # A JSONL record's own id (its key is "jsonl:<file>#<id>").
+        records = [a for a in articles if a.key.startswith("jsonl:") and a.key.rpartition("#")[2] == ref]
+        if len(records) == 1:
+            return records[0], True
         low = ref.casefold()
         exact = [a for a in articles if a.title.casefold() == low]
         if len(exact) == 1:

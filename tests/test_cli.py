@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,7 @@ def test_ingest_articles_forget(env: Path, model):
     (folder / "latin.txt").write_bytes("caf\xe9".encode("latin-1"))
     code, out, err = run(model, "ingest", str(folder))
     assert code == EXIT_OK
+    assert "Built library 'default'" in err  # the seeds come first, whatever the first command
     assert "added" in out and "Bees" in out
     assert "blob.txt: looks like a binary file" in err
     assert "latin.txt: is not UTF-8 text" in err
@@ -103,9 +105,9 @@ def test_ingest_articles_forget(env: Path, model):
     code, out, _ = run(model, "ingest", str(folder / "bees.md"))
     assert "unchanged" in out
     code, out, _ = run(model, "articles")
-    assert "Bees" in out and "1 article(s)" in out
+    assert "Bees" in out and "2 article(s)" in out
     code, out, _ = run(model, "articles", "--json")
-    assert json.loads(out)[0]["title"] == "Bees"
+    assert "Bees" in [a["title"] for a in json.loads(out)]
     code, out, _ = run(model, "forget", "bees")
     assert code == EXIT_OK and "Forgot" in out
     code, _, err = run(model, "forget", "bees")
@@ -127,11 +129,39 @@ def test_missing_library(env: Path, model):
 
 
 def test_chat_loop(env: Path, model, monkeypatch: pytest.MonkeyPatch):
-    answers = iter(["Who echoed Blinken on Sunday?", "", "never reached"])
-    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
-    code, out, _ = run(model, "chat")
+    # A blank line does not end the session; Ctrl-C cancels the line being typed or the
+    # answer being worked out, not the session; Ctrl-D ends it.
+    typed: list[object] = [
+        "Who echoed Blinken on Sunday?",
+        "",
+        KeyboardInterrupt(),
+        "interrupt this one",
+        "Who echoed Blinken on Sunday?",
+        EOFError(),
+        "never reached",
+    ]
+
+    def fake_input(prompt: str = "") -> str:
+        item = typed.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return str(item)
+
+    from embeddings import Library
+
+    real_ask = Library.ask
+
+    def ask(self: Library, question: str, *a: object, **kw: object):
+        if question == "interrupt this one":
+            raise KeyboardInterrupt
+        return real_ask(self, question, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    monkeypatch.setattr(Library, "ask", ask)
+    code, out, err = run(model, "chat")
     assert code == EXIT_OK
-    assert "Thomas-Greenfield" in out
+    assert out.count("Thomas-Greenfield") >= 2 and "(cancelled)" in err
+    assert typed == ["never reached"]
 
 
 def test_help_is_fast_and_lists_commands():
@@ -209,3 +239,23 @@ def test_a_closed_pipe_is_not_an_error(env: Path, hash_encoder):
     assert main(["ingest", str(env)], out=io.StringIO(), err=io.StringIO(), encoder=hash_encoder) == EXIT_OK
     code = main(["articles"], out=_ClosedPipe(), err=err, encoder=hash_encoder)
     assert code == EXIT_OK and err.getvalue() == ""
+
+
+def test_listing_and_forgetting_do_not_load_the_model(seed_library, tmp_path: Path):
+    # `articles` used to take 9 s: every command loaded torch and the weights first.
+    root = seed_library.store.root
+    title = seed_library.articles()[0].title
+    probe = textwrap.dedent(
+        f"""
+        import sys
+        from bot.cli import main
+        code = main(["articles", "--library", "seeds", "--data-dir", {str(root)!r}])
+        print("loaded:", sorted(m for m in ("torch", "sentence_transformers") if m in sys.modules))
+        sys.exit(code)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == EXIT_OK, done.stderr
+    assert title in done.stdout and "loaded: []" in done.stdout

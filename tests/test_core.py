@@ -3,6 +3,7 @@ and errors that carry facts which each front end words for its own user."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -298,3 +299,36 @@ def test_an_article_over_the_size_limit_is_skipped_and_the_rest_kept(
             assert result.status == "added"
     assert sorted(a.key for a in lib.articles()) == sorted(d.key for d in docs if len(d.text) <= limit)
     store.close()
+
+
+def test_an_ambiguous_id_prefix_lists_the_matches(
+    tmp_path: Path, hash_encoder: HashEncoder, monkeypatch: pytest.MonkeyPatch
+):
+    import embeddings.ingest as ingest
+
+    # Keys hash alike (ids then differ only where the collision handling makes them longer).
+    monkeypatch.setattr(ingest, "_key_digest", lambda key: "ab" * 32)
+    library = Library(LocalStore(tmp_path), hash_encoder, "lib")
+    library.ingest([doc(f"k{i}", f"Note {i}", f"Note {i} is about subject number {i}.") for i in range(3)])
+    ids = [a.id for a in library.articles()]
+    with pytest.raises(NotFoundError, match="ambiguous") as caught:
+        library.resolve("abab")
+    assert all(i[:12] in str(caught.value) for i in ids) and set(caught.value.suggestions) == {
+        "Note 0",
+        "Note 1",
+        "Note 2",
+    }
+    assert library.resolve(ids[1]).title == "Note 1"  # the whole id is never ambiguous
+
+
+def test_a_jsonl_record_is_found_by_its_own_id(tmp_path: Path, hash_encoder: HashEncoder):
+    from embeddings.articles import parse_jsonl
+
+    library = Library(LocalStore(tmp_path), hash_encoder, "lib")
+    records = [
+        {"id": "faq-17", "title": "Refunds", "text": "Refunds take five working days."},
+        {"id": "faq-18", "title": "Shipping", "text": "Parcels ship within two days."},
+    ]
+    text = "\n".join(json.dumps(r) for r in records)
+    library.ingest([d for d in parse_jsonl(text, source="faq.jsonl") if isinstance(d, Document)])
+    assert library.resolve("faq-18").title == "Shipping"
