@@ -54,7 +54,8 @@ def for_cli(error: CitebotError) -> str:
     if isinstance(error, CorruptIndexError):
         # Name the damaged file: with several libraries and backups, "damaged" alone sends the
         # operator looking; the folder is what to move aside (its files only make sense together).
-        damaged = f" Damaged file: {error.location}." if error.location else ""
+        missing = error.detail.startswith(("is missing", "are missing"))
+        damaged = f" {'Missing' if missing else 'Damaged'} file: {error.location}." if error.location else ""
         if error.rebuildable:
             return f"{text}{damaged} Run `citebot rebuild{lib}` to re-embed it from the stored articles."
         if error.location:

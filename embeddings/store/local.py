@@ -586,7 +586,11 @@ class LocalStore:
             raise
         except Exception as exc:  # numpy's header parser raises SyntaxError, TokenError, ValueError...
             raise CorruptIndexError(
-                library, _PART[which], f"file is damaged ({exc})", rebuildable=True, location=str(loading)
+                library,
+                _PART[which],
+                f"cannot be read: {loading.name} is damaged",
+                rebuildable=True,
+                location=str(loading),
             ) from exc
         problem, culprit = None, vec_path
         if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[1] != dim:
@@ -595,6 +599,8 @@ class LocalStore:
             problem = (
                 f"it holds {vectors.shape[0]} vectors for {len(ids)} ids, but the database has "
                 f"{len(db_ids)} {which}"
+                if not vectors.shape[0] == len(ids) == len(db_ids)
+                else f"the ids of its vectors are not those of the database's {which}"
             )
             ids_crc = meta.get(f"{_SETS[which][2]}_ids")
             if ids_crc is not None and ids_crc == _crc(ids):
