@@ -262,9 +262,15 @@ def is_boilerplate(line: str) -> bool:
     return boilerplate_rule(line) is not None
 
 
+_WORDS_ONLY = re.compile(r"[^\W\d_][\w'’&.-]*(?:\s+[^\W\d_][\w'’&.-]*){0,2}")
+
+
 def _is_stray(line: str) -> bool:
-    """A short line with no sentence punctuation: an ad word or a widget label."""
-    return len(line.split()) <= 3 and not _TERMINAL.search(line) and len(line) <= 40
+    """A short line of words with no sentence punctuation: an ad word or a widget label.
+
+    Only words: a closing brace, a line of code or a number ends a text, it is not an ad.
+    """
+    return len(line) <= 40 and not _TERMINAL.search(line) and bool(_WORDS_ONLY.fullmatch(line))
 
 
 def _looks_like_headline(line: str) -> bool:

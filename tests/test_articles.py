@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -439,3 +440,15 @@ def test_an_html_date_comes_only_from_what_states_one(head: str, body: str, date
     (doc,) = load_bytes(html.encode(), name="page.html", key="k")
     assert not isinstance(doc, InputError)
     assert doc.date == date
+
+
+@settings(max_examples=100, deadline=None)
+@given(last=st.sampled_from(["}", "};", "end", "return x", "x = 1", "42", "2024", ")", "]]", "fi", "done"]))
+def test_the_last_line_of_code_is_not_taken_for_an_ad(last: str):
+    # A code block's closing brace was dropped as a "trailing ad word" (and the quote altered).
+    text = "Setup\n\nThe program below starts the server.\n\nfn main() {\n    serve();\n" + last + "\n"
+    doc = clean_article(text, key="k", meta=Metadata(title="Setup"), one_paragraph_per_line=True)
+    kept = [doc.text[a:b] for a, b in doc.paragraphs]
+    if re.fullmatch(r"[A-Za-z]+( [A-Za-z]+){0,2}", last):
+        return  # a short run of plain words at the very end is what ad words look like
+    assert kept[-1] == last
