@@ -229,11 +229,16 @@ def _read_only(db: Path) -> sqlite3.Connection:
             f"{uri}?mode=ro", uri=True, timeout=30, check_same_thread=False, isolation_level=None
         )
         conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
-        return conn
     except sqlite3.OperationalError:
-        return sqlite3.connect(
+        conn = sqlite3.connect(
             f"{uri}?immutable=1", uri=True, timeout=30, check_same_thread=False, isolation_level=None
         )
+    # A library from before the checksum columns cannot be given them here; temporary views
+    # (in memory, found before the file's tables) add them as NULL: read, unchecked.
+    for table, column in (("articles", "info_md5"), ("passages", "text_md5")):
+        if column not in {row[1] for row in conn.execute(f"PRAGMA main.table_info({table})")}:
+            conn.execute(f"CREATE TEMP VIEW {table} AS SELECT *, NULL AS {column} FROM main.{table}")
+    return conn
 
 
 def _crc(array: NDArray[np.generic]) -> str:
@@ -584,6 +589,16 @@ class LocalStore:
             ids = np.load(ids_path, allow_pickle=False)
         except (FileNotFoundError, CorruptIndexError):
             raise
+        except OSError as exc:
+            if exc.errno in _ACCESS_ERRNOS:  # a file this user may not read is not damaged
+                raise self._os_error(library, exc) from exc
+            raise CorruptIndexError(
+                library,
+                _PART[which],
+                f"cannot be read: {loading.name} ({exc.strerror})",
+                rebuildable=True,
+                location=str(loading),
+            ) from exc
         except Exception as exc:  # numpy's header parser raises SyntaxError, TokenError, ValueError...
             raise CorruptIndexError(
                 library,
