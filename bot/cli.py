@@ -445,10 +445,12 @@ def cmd_eval(app: App, args: argparse.Namespace) -> int:
     import tempfile
 
     from embeddings import LocalStore
-    from embeddings.evaluate import format_result, load_eval_set, run_eval
+    from embeddings.evaluate import format_result, is_document_set, load_eval_set, run_eval
 
     from .services import make_library
 
+    if is_document_set(args.folder):
+        return _eval_documents(app, args)
     data = load_eval_set(args.folder)
     bars: list[_Progress] = []
 
@@ -476,6 +478,44 @@ def cmd_eval(app: App, args: argparse.Namespace) -> int:
         f"citebot eval {args.folder}: all articles in one library; declining uses a fixed half", file=app.out
     )
     print(format_result(result, curve=args.curve), file=app.out)
+    return EXIT_OK
+
+
+def _eval_documents(app: App, args: argparse.Namespace) -> int:
+    """citebot eval DIR, for a folder of real files with questions naming them."""
+    import tempfile
+
+    from embeddings import LocalStore
+    from embeddings.evaluate import (
+        DOCUMENT_QUESTIONS,
+        ask_document_questions,
+        format_document_results,
+        load_document_questions,
+    )
+
+    from .services import make_library
+
+    questions = load_document_questions(args.folder)
+    files = sorted({args.folder / q["file"] for q in questions})
+    with tempfile.TemporaryDirectory(prefix="citebot-eval-") as tmp:
+        store = LocalStore(args.keep or tmp)
+        try:
+            library = make_library(app.settings, store, app.encoder, "documents")
+            bar = app.progress("Embedding")
+            try:
+                report = library.ingest_paths(files, progress=bar)
+            finally:
+                bar.close()
+            for r in report.results:
+                if r.status == "skipped":
+                    print(f"skipped: {r.reason}", file=app.err)
+            results = ask_document_questions(library, questions[: args.limit or None])
+        finally:
+            store.close()
+    print(
+        f"citebot eval {args.folder}: {len(files)} files, questions from {DOCUMENT_QUESTIONS}", file=app.out
+    )
+    print(format_document_results(results), file=app.out)
     return EXIT_OK
 
 
@@ -747,6 +787,10 @@ def build_parser() -> argparse.ArgumentParser:
               questions_unanswerable.jsonl
                                    the same fields with "answers": []: questions the library
                                    cannot answer; they should be declined
+
+            or a folder of real files (any format citebot ingests) beside a questions.jsonl of
+              {"id": "q1", "file": "licence.txt", "question": "...", "expect": "words"}
+                                   right when a passage of that file holds the expected words
             """
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -317,3 +317,83 @@ def format_result(result: EvalResult, *, curve: bool = False) -> str:
         lines += ["", "threshold  out-of-library declined  in-library declined"]
         lines += [f"{t:9.3f}  {o:23.3f}  {i:19.3f}" for t, o, i in d.curve]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- a set of real documents
+
+DOCUMENT_QUESTIONS = "questions.jsonl"
+"""In a document set: ``{"id", "file", "question", "expect"}`` per line, next to the files."""
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentResult:
+    """One question of a document set: where the expected words ranked, and what was said."""
+
+    id: str
+    file: str
+    rank: int  # 1-based rank of the first passage holding the expected words; 0 = not in the top k
+    answered: bool
+    bold_holds_expected: bool
+
+
+def is_document_set(folder: Path) -> bool:
+    """A folder of real files with questions naming them (rather than articles.jsonl records)."""
+    return (folder / DOCUMENT_QUESTIONS).is_file() and not (folder / "articles.jsonl").is_file()
+
+
+def load_document_questions(folder: Path) -> list[dict[str, str]]:
+    """The questions of a document set, each checked to name a file of the set."""
+    questions = [{str(k): str(v) for k, v in q.items()} for q in _read_jsonl(folder / DOCUMENT_QUESTIONS)]
+    for q in questions:
+        missing = [k for k in ("id", "file", "question", "expect") if not q.get(k)]
+        if missing:
+            raise InputError(f"{folder / DOCUMENT_QUESTIONS}: question {q.get('id', '?')} lacks {missing}.")
+        if not (folder / q["file"]).is_file():
+            raise InputError(
+                f"{folder / DOCUMENT_QUESTIONS}: question {q['id']} names {q['file']}, not here."
+            )
+    return questions
+
+
+def ask_document_questions(
+    library: Library, questions: Sequence[dict[str, str]], k: int = 5
+) -> list[DocumentResult]:
+    """Ask each question of a document set of a library that holds its files.
+
+    A passage is right when it comes from the question's file and holds the expected words
+    (whitespace aside): the words a reader would point at, robust to how the file is split.
+    """
+    by_source = {Path(a.source or "").name: a.id for a in library.articles()}
+    out: list[DocumentResult] = []
+    for q in questions:
+        answer = library.ask(q["question"], k=k)
+        want = " ".join(q["expect"].split())
+        rank = next(
+            (
+                i
+                for i, hit in enumerate(answer.hits, start=1)
+                if hit.article.id == by_source.get(q["file"]) and want in " ".join(hit.passage.text.split())
+            ),
+            0,
+        )
+        bold = bool(answer.sentence and want in " ".join(answer.sentence.split()))
+        out.append(DocumentResult(q["id"], q["file"], rank, answer.answered, bold))
+    return out
+
+
+def format_document_results(results: Sequence[DocumentResult]) -> str:
+    """The figures of a document set, then each question that missed."""
+    n = len(results) or 1
+    rows = [
+        ("questions", f"{len(results)}"),
+        ("Recall@1", f"{sum(r.rank == 1 for r in results) / n:.3f}"),
+        ("Recall@5", f"{sum(0 < r.rank <= 5 for r in results) / n:.3f}"),
+        ("answered (not declined)", f"{sum(r.answered for r in results) / n:.3f}"),
+        ("bold sentence holds the expected words", f"{sum(r.bold_holds_expected for r in results) / n:.3f}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    misses = [r for r in results if r.rank != 1]
+    if misses:
+        lines += ["", "not first: " + ", ".join(f"{r.id} (rank {r.rank or '>5'})" for r in misses)]
+    return "\n".join(lines)
