@@ -68,6 +68,11 @@ def for_cli(error: CitebotError) -> str:
     if isinstance(error, LibraryAccessError):
         if error.problem == "disk_full":
             return f"{text} Free some space and run this again; the library itself is intact."
+        if error.problem == "unreadable":
+            return (
+                f"{text} The library is intact: run citebot as the user who owns it, or give this user "
+                "read access to the folder."
+            )
         if error.problem == "read_only":
             return f"{text} The library is intact: make it writable (or copy it somewhere writable) to change it."
         return (

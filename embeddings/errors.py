@@ -142,14 +142,14 @@ class LibraryBusyError(CitebotError):
         super().__init__(message, library=library)
 
 
-AccessProblem = Literal["permission", "read_only", "disk_full"]
+AccessProblem = Literal["permission", "unreadable", "read_only", "disk_full"]
 
 
 class LibraryAccessError(CitebotError):
     """The library's files are intact but cannot be written (or opened) here.
 
     ``problem`` is ``permission`` (the files or folder belong to someone else or deny this
-    user), ``read_only`` (a read-only file system or database) or ``disk_full`` (no space left;
+    user writing), ``unreadable`` (they deny this user reading), ``read_only`` (a read-only file system or database) or ``disk_full`` (no space left;
     the change was not made and the library is as it was). ``location`` is the path concerned.
     """
 
@@ -159,6 +159,7 @@ class LibraryAccessError(CitebotError):
         self.detail = detail
         what = {
             "permission": f"citebot is not allowed to write to library {library!r} ({location})",
+            "unreadable": f"citebot is not allowed to read library {library!r} ({location})",
             "read_only": f"Library {library!r} is on a read-only file system or is a read-only database ({location})",
             "disk_full": f"The disk holding library {library!r} is full ({location}); nothing was changed",
         }[problem]

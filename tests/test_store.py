@@ -594,3 +594,24 @@ def test_a_library_this_user_may_not_write_still_answers(hash_encoder: HashEncod
         for path in [folder, *folder.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EPERM])
+def test_a_vectors_file_this_user_may_not_read_is_not_called_damaged(
+    tmp_path: Path, hash_encoder: HashEncoder, monkeypatch: pytest.MonkeyPatch, code: int
+):
+    from embeddings.store import local
+
+    store = LocalStore(tmp_path)
+    Library(store, hash_encoder, "lib").ingest([CATS])
+    store.close()
+
+    def refuse(path: Path) -> None:
+        raise PermissionError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(local, "_npy_header", refuse)
+    fresh = LocalStore(tmp_path)
+    with pytest.raises(LibraryAccessError) as caught:
+        Library(fresh, hash_encoder, "lib").search("cats purr", k=1)
+    assert caught.value.problem == "unreadable" and "read access" in for_cli(caught.value)
+    fresh.close()

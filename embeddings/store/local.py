@@ -304,7 +304,10 @@ class LocalStore:
                         raise
                     # A library this user may not write (a read-only mount, another owner's
                     # files) still answers questions; a write then says why it cannot.
-                    conn = _read_only(db)
+                    try:
+                        conn = _read_only(db)
+                    except sqlite3.OperationalError as again:
+                        raise LibraryAccessError(library, "unreadable", str(db), str(again)) from again
             except sqlite3.DatabaseError as exc:
                 raise self._db_error(library, exc) from exc
             except UnicodeDecodeError as exc:  # a damaged schema or text SQLite hands to Python
@@ -589,21 +592,14 @@ class LocalStore:
             ids = np.load(ids_path, allow_pickle=False)
         except (FileNotFoundError, CorruptIndexError):
             raise
-        except OSError as exc:
-            if exc.errno in _ACCESS_ERRNOS:  # a file this user may not read is not damaged
-                raise self._os_error(library, exc) from exc
-            raise CorruptIndexError(
-                library,
-                _PART[which],
-                f"cannot be read: {loading.name} ({exc.strerror})",
-                rebuildable=True,
-                location=str(loading),
-            ) from exc
         except Exception as exc:  # numpy's header parser raises SyntaxError, TokenError, ValueError...
+            if isinstance(exc, PermissionError):  # a file this user may not read is not damaged
+                raise LibraryAccessError(library, "unreadable", str(loading), str(exc)) from exc
+            why = f"({exc.strerror})" if isinstance(exc, OSError) and exc.strerror else "is damaged"
             raise CorruptIndexError(
                 library,
                 _PART[which],
-                f"cannot be read: {loading.name} is damaged",
+                f"cannot be read: {loading.name} {why}",
                 rebuildable=True,
                 location=str(loading),
             ) from exc
