@@ -333,20 +333,19 @@ def _join_block(lines: list[str], hard_wrapped: bool | None) -> list[str]:
 
 
 def _hard_wrapped(blocks: list[list[str]]) -> bool | None:
-    """Whether the whole text is hard-wrapped at a fixed width (None: too little to tell).
+    """True when the whole text is hard-wrapped at one width; None leaves it to each block.
 
     Wrapping is a property of the document, not of a block: a two-line paragraph whose break
     happens to fall after a full stop is still one paragraph when the rest of the text is
-    wrapped at the same width.
+    wrapped at the same width. A text that is not clearly wrapped (too few lines, long lines
+    somewhere) lets each block decide, as a wrapped passage can sit among long lines.
     """
     inner = [line for block in blocks for line in block[:-1] if not is_boilerplate(line)]
     if len(inner) < 4:
         return None
     longest = max(len(x) for x in inner)
-    if longest > 100:
-        return False
     near = sum(1 for x in inner if len(x) >= 0.6 * longest)
-    return near >= 0.9 * len(inner)
+    return True if longest <= 100 and near >= 0.9 * len(inner) else None
 
 
 def _blocks(lines: Iterable[str]) -> Iterator[list[str]]:

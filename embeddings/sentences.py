@@ -24,6 +24,16 @@ _MAYBE_FINAL = frozenset(
 
 # A candidate boundary: terminal punctuation, optional closing quotes/brackets, then space.
 _BOUNDARY = re.compile(r"""[.!?…]+["'”’»)\]]*(?=\s+)""")
+# Chinese and Japanese full stops, with any closing quote or bracket: a boundary with or
+# without a following space (CJK text has none).
+_CJK_BOUNDARY = re.compile(r"""[。！？]+[」』”’）】〉》"']*""")
+# "am 3. März": a day number with a period before a month is not a sentence end (German and
+# French months only; English does not write dates so, and "May" starts English sentences).
+_MONTHS = frozenset(
+    """januar jänner februar märz april mai juni juli august september oktober november dezember
+    janvier février mars avril juin juillet août septembre octobre novembre décembre""".split()
+)
+_NEXT_WORD = re.compile(r"""\s+([^\W\d_]+)""")
 _WORD_BEFORE = re.compile(r"""([\w.'’-]+)$""")
 _NEXT_START = re.compile(r"""\s+(["'“‘«(\[]*)(\S)""")
 
@@ -39,9 +49,12 @@ def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[t
     lowercase_text = not any(ch.isupper() for ch in region)
     spans: list[tuple[int, int]] = []
     sent_start = 0
-    for m in _BOUNDARY.finditer(region):
-        cut = m.end()
-        if not _is_boundary(region, m.start(), cut, lowercase_text):
+    cuts = sorted(
+        [(m.end(), m.start(), False) for m in _BOUNDARY.finditer(region)]
+        + [(m.end(), m.start(), True) for m in _CJK_BOUNDARY.finditer(region)]
+    )
+    for cut, punct_at, cjk in cuts:
+        if cut <= sent_start or not (cjk or _is_boundary(region, punct_at, cut, lowercase_text)):
             continue
         _append(spans, region, sent_start, cut, start)
         sent_start = cut
@@ -79,6 +92,10 @@ def _is_boundary(region: str, punct_at: int, cut: int, lowercase_text: bool) -> 
         return False
     if bare in _BEFORE_NUMBER and first.isdigit():
         return False
+    if bare.isdigit() and len(bare) <= 2:
+        after = _NEXT_WORD.match(region, cut)
+        if after and after.group(1).lower() in _MONTHS:
+            return False
     if len(bare) == 1 and bare.isalpha():
         # An initial ("J. K. Rowling", "Harry S. Truman"): a new sentence rarely follows one.
         return False

@@ -452,3 +452,32 @@ def test_the_last_line_of_code_is_not_taken_for_an_ad(last: str):
     if re.fullmatch(r"[A-Za-z]+( [A-Za-z]+){0,2}", last):
         return  # a short run of plain words at the very end is what ad words look like
     assert kept[-1] == last
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    sentences=st.lists(
+        st.text(
+            alphabet="国际刑事法院开始调查将涵盖年以来的事件检察官说我们会独立工作", min_size=1, max_size=20
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    ends=st.lists(st.sampled_from(["。", "！", "？", "。」", "！”"]), min_size=6, max_size=6),
+)
+def test_chinese_sentences_are_split_at_their_full_stops(sentences: list[str], ends: list[str]):
+    from embeddings.sentences import split_sentences
+
+    parts = [s + e for s, e in zip(sentences, ends, strict=False)]
+    text = "".join(parts)
+    assert [text[a:b] for a, b in split_sentences(text)] == parts
+
+
+def test_a_german_date_is_not_a_sentence_end():
+    from embeddings.sentences import split_sentences
+
+    text = "Die Untersuchung beginnt am 3. März in Den Haag. Sie dauert ein Jahr."
+    assert [text[a:b] for a, b in split_sentences(text)] == [
+        "Die Untersuchung beginnt am 3. März in Den Haag.",
+        "Sie dauert ein Jahr.",
+    ]

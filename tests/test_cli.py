@@ -259,3 +259,19 @@ def test_listing_and_forgetting_do_not_load_the_model(seed_library, tmp_path: Pa
     )
     assert done.returncode == EXIT_OK, done.stderr
     assert title in done.stdout and "loaded: []" in done.stdout
+
+
+def test_verbose_ingest_lists_what_the_cleaner_dropped(
+    env: Path, hash_encoder, caplog: pytest.LogCaptureFixture
+):
+    page = env / "page.txt"
+    page.write_text(
+        "A headline about tides\n\nThe tide rises twice a day along this coast.\n\nAdvertisement\n\n"
+        "Fishermen plan their trips around the low tide.\n\nShare this article\n"
+    )
+    caplog.set_level("DEBUG", logger="embeddings.articles")  # pytest owns the root logger here
+    code = main(["ingest", str(page), "-v"], out=io.StringIO(), err=io.StringIO(), encoder=hash_encoder)
+    assert code == EXIT_OK
+    log = caplog.text
+    assert "dropped a paragraph as advertisement: 'Advertisement'" in log
+    assert "dropped a paragraph as share buttons: 'Share this article'" in log
