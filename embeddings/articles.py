@@ -178,7 +178,15 @@ def _date_only_line(line: str) -> str | None:
 # --------------------------------------------------------------------------- bylines
 
 _NAME_WORD = re.compile(r"^(?:[A-Z][\w'’.-]*|[A-Z]\.|and|&|de|da|del|der|van|von|la|le|bin|al|ibn|el)$")
-_BYLINE = re.compile(r"^(?:by|written by|words by|story by|reporting by|author:?)\s+(?P<rest>.+)$", re.I)
+_BYLINE = re.compile(
+    # English, then German, French, Spanish, Dutch ("Von Anna Schmidt", "Par Jean Dupont").
+    r"^(?:by|written by|words by|story by|reporting by|author:?|von|par|por|door)\s+(?P<rest>.+)$",
+    re.I,
+)
+# Chinese and Japanese bylines: "作者：王小明", "记者 张伟", "文/李娜", "記者：田中太郎".
+_CJK_BYLINE = re.compile(
+    r"^(?:作者|记者|記者|文|撰文)\s*[:：/／]?\s*(?P<name>[\u4e00-\u9fff\u3040-\u30ff·・]{2,12})$"
+)
 _BYLINE_SPLIT = re.compile(r"\s*(?:[/|·•]|\s[–—-]\s|,\s+(?=\S*\d)|\bon\b|\bupdated\b|\bpublished\b)\s*")
 
 
@@ -186,6 +194,9 @@ def _parse_byline(line: str) -> tuple[str, str | None] | None:
     """Return ``(name, iso_date)`` when ``line`` is a byline, else None."""
     if len(line) > 160:
         return None
+    cjk = _CJK_BYLINE.match(line.strip())
+    if cjk:
+        return cjk.group("name"), None
     m = _BYLINE.match(line)
     if not m:
         return None

@@ -481,3 +481,28 @@ def test_a_german_date_is_not_a_sentence_end():
         "Die Untersuchung beginnt am 3. März in Den Haag.",
         "Sie dauert ein Jahr.",
     ]
+
+
+@pytest.mark.parametrize(
+    ("line", "name"),
+    [
+        ("Von Anna Schmidt", "Anna Schmidt"),
+        ("Par Jean Dupont", "Jean Dupont"),
+        ("Por María García", "María García"),
+        ("记者 张伟", "张伟"),
+        ("作者：王小明", "王小明"),
+        ("文/李娜", "李娜"),
+        ("記者：田中太郎", "田中太郎"),
+    ],
+)
+def test_bylines_in_other_languages_are_metadata_not_text(line: str, name: str):
+    text = f"A headline\n\n{line}\n\nThe first paragraph of the story ends here.\n\nA second one follows."
+    doc = clean_article(text, key="k")
+    assert doc.byline == name
+    assert line not in doc.text
+
+
+def test_a_sentence_that_starts_like_a_byline_stays_text():
+    text = "Ein Titel\n\nVon hier aus sieht man das Meer, sagt sie.\n\nEs ist weit."
+    doc = clean_article(text, key="k")
+    assert doc.byline is None and "Von hier aus sieht man das Meer" in doc.text
