@@ -262,8 +262,6 @@ def cmd_ingest(app: App, args: argparse.Namespace) -> int:
     """citebot ingest PATH..."""
     from embeddings.fetch import Fetcher
 
-    # The seeds come first on first use, whatever the first command is.
-    lib = app.seeded_library(args.library)
     # The command line runs on the operator's own machine, so intranet addresses are allowed
     # (the Discord /ingest refuses them); time and size limits still apply.
     fetcher = Fetcher(
@@ -271,6 +269,8 @@ def cmd_ingest(app: App, args: argparse.Namespace) -> int:
     )
     bar = app.progress("Embedding")
     try:
+        # The seeds come first on first use, whatever the first command is.
+        lib = app.seeded_library(args.library)
         report = lib.ingest_paths(args.paths, progress=bar, fetcher=fetcher)
     except KeyboardInterrupt:
         bar.close()
