@@ -369,15 +369,15 @@ class LocalStore:
             return LibraryAccessError(library, "read_only", where, str(exc))
         return LibraryAccessError(library, self._why_not_writable(library), where, str(exc))
 
+    def _damaged(self, library: str, detail: str) -> CorruptIndexError:
+        """The database is damaged in a way described by ``detail`` (it holds the texts: no rebuild)."""
+        return CorruptIndexError(
+            library, "database", detail, rebuildable=False, location=self._db_path(library)
+        )
+
     def _corrupt_db(self, library: str, exc: Exception) -> CorruptIndexError:
         # The database holds the article texts themselves: nothing is left to rebuild from.
-        return CorruptIndexError(
-            library,
-            "database",
-            f"is damaged ({exc})",
-            rebuildable=False,
-            location=self._db_path(library),
-        )
+        return self._damaged(library, f"is damaged ({exc})")
 
     @contextlib.contextmanager
     def _db(self, library: str, create: bool = False) -> Iterator[sqlite3.Connection]:
@@ -863,13 +863,7 @@ class LocalStore:
                 return spans
         except (ValueError, RecursionError):
             pass
-        raise CorruptIndexError(
-            library,
-            "database",
-            "holds paragraph spans that cannot be read",
-            rebuildable=False,
-            location=self._db_path(library),
-        )
+        raise self._damaged(library, "holds paragraph spans that cannot be read")
 
     def find_articles(
         self,
@@ -932,13 +926,7 @@ class LocalStore:
         if count is not None and [p.ordinal for p in passages] != list(range(count[0])):
             # A damaged index page hides rows from a lookup; a summary or an export must not
             # silently leave part of an article out.
-            raise CorruptIndexError(
-                library,
-                "database",
-                f"is missing passages of article {article_id}",
-                rebuildable=False,
-                location=self._db_path(library),
-            )
+            raise self._damaged(library, f"is missing passages of article {article_id}")
         return passages
 
     def _vectors(self, m: _Matrix, ids: Sequence[int]) -> NDArray[np.float32]:
@@ -963,13 +951,7 @@ class LocalStore:
         for p in passages:
             if not all(p.start <= r.start and r.end <= p.end for r in by_passage.get(p.id, ())):
                 # A sentence outside its passage would put the bold answer on the wrong words.
-                raise CorruptIndexError(
-                    library,
-                    "database",
-                    "holds damaged sentence records",
-                    rebuildable=False,
-                    location=self._db_path(library),
-                )
+                raise self._damaged(library, "holds damaged sentence records")
         return [
             PassageEvidence(p, vectors[i], tuple(by_passage.get(p.id, ()))) for i, p in enumerate(passages)
         ]
@@ -1032,24 +1014,12 @@ class LocalStore:
             type(i) is int and pid in wanted and type(start) is int and type(end) is int and 0 <= start < end
             for i, pid, start, end in rows
         ):
-            raise CorruptIndexError(
-                library,
-                "database",
-                "holds damaged sentence records",
-                rebuildable=False,
-                location=self._db_path(library),
-            )
+            raise self._damaged(library, "holds damaged sentence records")
         sids = np.asarray([r[0] for r in rows], dtype=np.int64)
         found = np.minimum(np.searchsorted(m.sentence_ids, sids), len(m.sentence_ids) - 1)
         if len(m.sentence_ids) == 0 or not np.array_equal(m.sentence_ids[found], sids):
             # Every sentence has a vector in this generation unless a record was damaged.
-            raise CorruptIndexError(
-                library,
-                "database",
-                "holds sentence records without vectors",
-                rebuildable=False,
-                location=self._db_path(library),
-            )
+            raise self._damaged(library, "holds sentence records without vectors")
         return group_by_passage(
             (
                 SentenceRow(pid, start, end, m.sentence_vectors[row])
@@ -1097,13 +1067,7 @@ class LocalStore:
             for t, pid, tf, length in postings
         ) or not all(type(v) is int for v in df.values()):
             # SQLite hands back what a damaged page holds: a term nobody asked for, a NULL count.
-            raise CorruptIndexError(
-                library,
-                "database",
-                "holds damaged word statistics",
-                rebuildable=False,
-                location=self._db_path(library),
-            )
+            raise self._damaged(library, "holds damaged word statistics")
         return LexicalRows(int(n), (total / n if n else 0.0), df, postings)
 
     # ------------------------------------------------------------------ feedback and cache
