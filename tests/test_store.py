@@ -549,6 +549,7 @@ def _read_as_another_user(folder: Path) -> dict[str, object]:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report and exit, never return into pytest
+        signal.alarm(60)  # a child stuck on a lock inherited through fork dies instead of hanging
         result: dict[str, object] = {}
         try:
             if os.geteuid() == 0:  # root may write anywhere
@@ -569,7 +570,8 @@ def _read_as_another_user(folder: Path) -> dict[str, object]:
     os.close(write)
     with os.fdopen(read) as pipe:
         answer = pipe.read()
-    os.waitpid(pid, 0)
+    _, status = os.waitpid(pid, 0)
+    assert answer, f"the reading child died without an answer (wait status {status})"
     return json.loads(answer)
 
 
