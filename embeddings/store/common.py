@@ -138,13 +138,24 @@ def info_from_row(row: Sequence[Any], library: str, location: str | None = None)
 
 
 def article_from_row(
-    row: Sequence[Any], paragraphs: Sequence[Sequence[int]], library: str, location: str | None = None
+    row: Sequence[Any], paragraphs: object, library: str, location: str | None = None
 ) -> Article:
     """An :class:`Article` from a row of :func:`info_columns` plus its text, with its decoded
     paragraph spans; the text and spans are checked against the article's content hash."""
     info = info_from_row(row[:-1], library, location)
     text = str(row[-1])
-    spans = tuple((int(a), int(b)) for a, b in paragraphs)
+    if not (
+        isinstance(paragraphs, list)
+        and all(isinstance(p, list) and len(p) == 2 and all(type(x) is int for x in p) for p in paragraphs)
+    ):
+        raise CorruptIndexError(
+            library,
+            "database",
+            "holds paragraph spans that cannot be read",
+            rebuildable=False,
+            location=location,
+        )
+    spans = tuple((a, b) for a, b in paragraphs)
     if article_digest(info.title, info.byline, info.date, info.url, text, spans) != info.content_hash:
         raise _altered(library, f"the text of article {info.id}", location)
     return Article(info, text, spans)

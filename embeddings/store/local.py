@@ -29,6 +29,7 @@ import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -851,19 +852,11 @@ class LocalStore:
                 raise self._corrupt_db(library, ValueError("its article index is damaged"))
         if row is None:
             return None
-        return article_from_row(row[:-1], self._spans(library, row[-1]), library, self._db_path(library))
-
-    def _spans(self, library: str, stored: str) -> list[list[int]]:
-        """An article's paragraph spans from their stored JSON (damaged JSON is said as such)."""
         try:
-            spans = json.loads(stored)
-            if isinstance(spans, list) and all(
-                isinstance(p, list) and len(p) == 2 and all(type(x) is int for x in p) for p in spans
-            ):
-                return spans
+            spans = json.loads(row[-1])
         except (ValueError, RecursionError):
-            pass
-        raise self._damaged(library, "holds paragraph spans that cannot be read")
+            spans = None  # damaged JSON: refused as unreadable spans
+        return article_from_row(row[:-1], spans, library, self._db_path(library))
 
     def find_articles(
         self,
@@ -1036,17 +1029,23 @@ class LocalStore:
         with self._db(library) as conn:
             conn.execute("BEGIN")  # one snapshot for the statistics and the postings
             try:
-                n, total = conn.execute("SELECT COUNT(*), COALESCE(SUM(length), 0) FROM passages").fetchone()
+                # SQLite hands back what a damaged page holds (a NULL or a text where a count
+                # belongs): the statistics queries, which read these rows anyway, count such values.
+                n, total, bad = conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(length), 0), "
+                    "TOTAL(typeof(length) <> 'integer') FROM passages"
+                ).fetchone()
                 df: dict[str, int] = {}
                 postings: list[tuple[str, int, int, int]] = []
                 if terms:
                     marks = ",".join("?" * len(terms))
-                    df = dict(
-                        conn.execute(
-                            f"SELECT term, COUNT(*) FROM postings WHERE term IN ({marks}) GROUP BY term",
-                            terms,
-                        ).fetchall()
-                    )
+                    counted = conn.execute(
+                        "SELECT term, COUNT(*), TOTAL(typeof(passage_id) <> 'integer' OR typeof(tf) <> 'integer') "
+                        f"FROM postings WHERE term IN ({marks}) GROUP BY term",
+                        terms,
+                    ).fetchall()
+                    df = {term: count for term, count, _ in counted}
+                    bad += sum(b for _, _, b in counted)
                 present = [t for t in terms if df.get(t)]
                 if present:
                     # SQLite walks the (term, passage_id) primary key: binary term order, then id.
@@ -1061,12 +1060,8 @@ class LocalStore:
                     postings = conn.execute(sql, args).fetchall()
             finally:
                 conn.execute("COMMIT")
-        wanted = set(present)
-        if not all(
-            t in wanted and type(pid) is int and type(tf) is int and type(length) is int
-            for t, pid, tf, length in postings
-        ) or not all(type(v) is int for v in df.values()):
-            # SQLite hands back what a damaged page holds: a term nobody asked for, a NULL count.
+        # A damaged index page can also hand back a row of a term nobody asked for.
+        if bad or not set(map(itemgetter(0), postings)) <= set(present):
             raise self._damaged(library, "holds damaged word statistics")
         return LexicalRows(int(n), (total / n if n else 0.0), df, postings)
 

@@ -19,7 +19,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ...errors import (
-    CorruptIndexError,
     EmptyLibraryError,
     IndexMismatchError,
     LibraryBusyError,
@@ -92,17 +91,6 @@ def _article_row(library_id: int, w: ArticleWrite) -> tuple[Any, ...]:
         len(w.passages),
         added_at,
         info_md5(*fields, len(w.passages), added_at),
-    )
-
-
-def _spans(library: str, stored: Any) -> list[list[int]]:
-    """An article's paragraph spans as the driver decoded them (anything else is damage)."""
-    if isinstance(stored, list) and all(
-        isinstance(p, list) and len(p) == 2 and all(type(x) is int for x in p) for p in stored
-    ):
-        return stored
-    raise CorruptIndexError(
-        library, "database", "holds paragraph spans that cannot be read", rebuildable=False
     )
 
 
@@ -604,7 +592,7 @@ class PostgresStore:
         row = self._run(run)
         if row is None:
             return None
-        return article_from_row(row[:-1], _spans(library, row[-1]), library)
+        return article_from_row(row[:-1], row[-1], library)
 
     def find_articles(
         self,
