@@ -66,7 +66,10 @@ class Terminal:
                 lines.append("Closest articles: " + "; ".join(f"“{t}”" for t in titles))
             return "\n".join(lines)
         text = best.passage.text
-        if answer.highlight:
+        if best.passage.is_code:
+            # Code is quoted as it is, fenced, never bolded.
+            text = f"```\n{text}\n```"
+        elif answer.highlight:
             a, b = answer.highlight
             text = text[:a] + self.bold(text[a:b]) + text[b:]
         lines.append(text)
@@ -107,6 +110,7 @@ def _answer_json(answer: Answer) -> dict[str, object]:
         "confidence": round(answer.confidence, 4),
         "sentence": answer.sentence,
         "passage": best.passage.text if best else None,
+        "code": best.passage.is_code if best else None,
         "citation": None
         if best is None
         else {
@@ -115,6 +119,7 @@ def _answer_json(answer: Answer) -> dict[str, object]:
             "byline": best.article.byline,
             "date": best.article.date,
             "paragraph": best.passage.paragraph,
+            "section": best.passage.section or None,
             "url": best.article.url,
         },
         "closest_articles": list(dict.fromkeys(h.article.title for h in answer.hits)),

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import discord
 from discord.utils import escape_markdown
 
-from embeddings import Answer, ArticleInfo, Citation, Hit, IngestReport, Summary, split_sentences
+from embeddings import Answer, ArticleInfo, Citation, Hit, IngestReport, Passage, Summary, split_sentences
 from embeddings.library import short_ids
 
 # Discord's limits, kept in one place (bot/limits.py, which also enforces them on every send).
@@ -208,6 +208,30 @@ def excerpt(text: str, limit: int, highlight: tuple[int, int] | None = None) -> 
     return Excerpt(shown, lo > 0 or hi < len(spans) - 1)
 
 
+def code_excerpt(text: str, limit: int) -> Excerpt:
+    """A code passage as a fenced block within ``limit`` characters, cut between lines.
+
+    Code is shown as written (no escaping, no bold: nothing inside a fence is Markdown); a
+    fence inside it is broken with a zero-width space so it cannot close the block early.
+    """
+    body = text.replace("```", "`" + ZWSP + "``")
+    room = limit - len("```\n\n```") - len(ELLIPSIS) - 1
+    cut = False
+    if len(body) > room:
+        cut = True
+        body = body[: max(0, room)]
+        if "\n" in body:
+            body = body[: body.rfind("\n")]
+    return Excerpt(f"```\n{body}\n```" + (f"\n{ELLIPSIS}" if cut else ""), cut)
+
+
+def passage_excerpt(passage: Passage, limit: int, highlight: tuple[int, int] | None = None) -> Excerpt:
+    """A passage within ``limit``: code as a code block, prose as :func:`excerpt` shows it."""
+    if passage.is_code:
+        return code_excerpt(passage.text, limit)
+    return excerpt(passage.text, limit, highlight)
+
+
 def _fit(raw: str, limit: int, *, bold: bool, lead: bool) -> str:
     """The start of ``raw``, escaped (and bold), in at most ``limit`` characters."""
     n = limit
@@ -221,13 +245,13 @@ def _fit(raw: str, limit: int, *, bold: bool, lead: bool) -> str:
 
 
 def citation_footer(citation: Citation) -> str:
-    """Byline, date and paragraph: the part of a citation that goes below the passage."""
+    """Byline, date, section and paragraph: the part of a citation that goes below the passage."""
     parts = []
     if citation.byline:
         parts.append(f"by {shorten(citation.byline, 300)}")
     if citation.date:
         parts.append(shorten(citation.date, 60))
-    parts.append(f"¶ {citation.paragraph}")
+    parts.append(citation.place)
     return plain(shorten(" · ".join(parts), EMBED_FOOTER - 100))
 
 
@@ -254,7 +278,7 @@ def answer_embed(answer: Answer, *, budget: int = ANSWER_BUDGET, note: str | Non
     best = answer.best
     if best is None:
         raise ValueError("answer_embed needs an answered question; use not_found_text")
-    shown = excerpt(best.passage.text, min(budget, EMBED_DESCRIPTION), answer.highlight)
+    shown = passage_excerpt(best.passage, min(budget, EMBED_DESCRIPTION), answer.highlight)
     embed = discord.Embed(
         title=shorten(escape(answer.question), EMBED_TITLE),
         description=shown.text,
@@ -284,7 +308,7 @@ def not_found_text(answer: Answer, *, note: str | None = None) -> str:
 
 def passage_embed(hit: Hit, highlight: tuple[int, int] | None = None) -> discord.Embed:
     """The whole passage behind an answer (cut only past Discord's description limit)."""
-    shown = excerpt(hit.passage.text, EMBED_DESCRIPTION, highlight)
+    shown = passage_excerpt(hit.passage, EMBED_DESCRIPTION, highlight)
     embed = discord.Embed(description=shown.text, colour=COLOUR_INFO)
     _author(embed, hit.article.title, hit.article.url)
     embed.set_footer(text=citation_footer(hit.citation))
@@ -301,7 +325,7 @@ def sources_embed(hits: Sequence[Hit], *, budget: int = SOURCE_BUDGET) -> discor
         citation = hit.citation
         tail = f"\n— {escape(shorten(citation_footer(citation), 300))}"
         room = EMBED_FIELD_VALUE - len(tail)
-        body = excerpt(hit.passage.text, min(budget, room)).text
+        body = passage_excerpt(hit.passage, min(budget, room)).text
         name = shorten(f"{hit.rank}. {escape(citation.title)}", EMBED_FIELD_NAME)
         if len(embed) + len(name) + len(body) + len(tail) > EMBED_TOTAL:
             break

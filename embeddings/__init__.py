@@ -33,6 +33,7 @@ from .store import ArticleWrite, Feedback, IndexSpec, Store
 from .store.local import LocalStore
 from .summarize import SummaryConfig, summarize_document, summarize_text
 from .types import (
+    CODE,
     Answer,
     Article,
     ArticleInfo,
@@ -41,6 +42,7 @@ from .types import (
     Hit,
     IngestReport,
     IngestResult,
+    Layout,
     Passage,
     Summary,
     SummarySentence,
@@ -48,6 +50,7 @@ from .types import (
 
 __all__ = [
     "BM25",
+    "CODE",
     "DEFAULT_MODEL",
     "MAX_QUESTION_CHARS",
     "Analyzer",
@@ -76,6 +79,7 @@ __all__ = [
     "IngestResult",
     "Ingester",
     "InputError",
+    "Layout",
     "Library",
     "LibraryAccessError",
     "LibraryBusyError",

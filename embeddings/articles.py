@@ -25,13 +25,13 @@ import re
 import stat
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date as _date
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .types import Document
+from .types import CODE, SECTION_SEPARATOR, Document, Layout
 
 log = logging.getLogger(__name__)
 
@@ -373,19 +373,43 @@ def _blocks(lines: Iterable[str]) -> Iterator[list[str]]:
 
 def assemble(paragraphs: Iterable[str]) -> tuple[str, tuple[tuple[int, int], ...]]:
     """Join paragraphs with blank lines; return the text and each paragraph's span."""
+    text, spans, _ = _assemble(Block(p) for p in paragraphs)
+    return text, spans
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One paragraph as a parser found it: its text, its kind (``""`` or :data:`CODE`) and the
+    path of headings it sits under."""
+
+    text: str
+    kind: str = ""
+    section: str = ""
+
+
+def _assemble(blocks: Iterable[Block]) -> tuple[str, tuple[tuple[int, int], ...], Layout]:
+    """Join blocks with blank lines: the text, each paragraph's span, and their layout.
+
+    Prose is trimmed; code keeps its indentation (only blank lines around it go).
+    """
     parts: list[str] = []
     spans: list[tuple[int, int]] = []
+    kinds: list[str] = []
+    sections: list[str] = []
     pos = 0
-    for para in paragraphs:
-        para = para.strip()
-        if not para:
+    for block in blocks:
+        para = block.text.strip("\n").rstrip() if block.kind == CODE else block.text.strip()
+        if not para.strip():
             continue
         if parts:
             pos += 2
         spans.append((pos, pos + len(para)))
         parts.append(para)
+        kinds.append(block.kind)
+        sections.append(block.section)
         pos += len(para)
-    return "\n\n".join(parts), tuple(spans)
+    layout = Layout(tuple(kinds), tuple(sections))
+    return "\n\n".join(parts), tuple(spans), layout if layout else Layout()
 
 
 # --------------------------------------------------------------------------- the cleaner
@@ -442,31 +466,81 @@ def clean_article(
         blocks = list(_blocks(body))
         wrapped = hard_wrapped if hard_wrapped is not None else _hard_wrapped(blocks)
         candidates = [p for block in blocks for p in _join_block(block, wrapped)]
+    return _finish(
+        [Block(p) for p in candidates],
+        key=key,
+        source=source,
+        meta=Metadata(title, byline, date, meta.url),
+        fallback_title=fallback_title,
+    )
+
+
+def clean_blocks(
+    blocks: Sequence[Block],
+    *,
+    key: str,
+    source: str | None = None,
+    meta: Metadata | None = None,
+    fallback_title: str | None = None,
+) -> Document:
+    """Clean the paragraphs a structured format gave (Markdown, HTML) into a :class:`Document`.
+
+    The same rules as :func:`clean_article`, on whole blocks: a byline, date or headline among
+    the first prose blocks is metadata; boilerplate prose blocks are dropped. Code is never
+    cleaned: it is kept exactly, indentation included.
+    """
+    meta = meta or Metadata()
+    # The header is read from the prose before the first heading or code block.
+    lead = 0
+    while lead < len(blocks) and blocks[lead].kind != CODE and not blocks[lead].section:
+        lead += 1
+    found = _skip_header([b.text for b in blocks[:lead]], want_title=meta.title is None)
+    title = meta.title or found.title
+    byline, date = meta.byline or found.byline, meta.date or found.date
+    if date is None:
+        date = next((d for b in blocks[: found.index] if (d := parse_date(b.text))), None)
+    body = list(blocks[found.index :])
+    while body and body[0].kind != CODE and (_date_only_line(body[0].text) or _parse_byline(body[0].text)):
+        text = body.pop(0).text
+        date = date or _date_only_line(text) or (_parse_byline(text) or (None, None))[1]
+    return _finish(
+        body,
+        key=key,
+        source=source,
+        meta=Metadata(title, byline, date, meta.url),
+        fallback_title=fallback_title,
+    )
+
+
+def _finish(
+    blocks: Sequence[Block], *, key: str, source: str | None, meta: Metadata, fallback_title: str | None
+) -> Document:
+    """Drop boilerplate blocks, assemble the rest, and make the :class:`Document`."""
     # Paragraphs are kept or dropped whole: the stored text is the source's, word for word.
-    paragraphs: list[str] = []
-    for paragraph in candidates:
-        rule = boilerplate_rule(paragraph)
+    kept: list[Block] = []
+    for block in blocks:
+        rule = None if block.kind == CODE else boilerplate_rule(block.text)
         if rule is None:
-            paragraphs.append(paragraph)
+            kept.append(block)
         else:
-            log.debug("%s: dropped a paragraph as %s: %r", source or key, rule, paragraph[:200])
-    while paragraphs and _is_stray(paragraphs[-1]):
-        stray = paragraphs.pop()
+            log.debug("%s: dropped a paragraph as %s: %r", source or key, rule, block.text[:200])
+    while kept and kept[-1].kind != CODE and _is_stray(kept[-1].text):
+        stray = kept.pop().text
         log.debug("%s: dropped a paragraph as a trailing ad or widget label: %r", source or key, stray)
-    text, spans = assemble(paragraphs)
+    text, spans, layout = _assemble(kept)
     if not text:
         raise InputError(f"{source or key}: no article text left after cleaning.")
-    if not title:
-        title = fallback_title or _first_words(text)
+    title = meta.title or fallback_title or _first_words(text)
     return Document(
         key=key,
         title=title,
         text=text,
         paragraphs=spans,
-        byline=byline,
-        date=date,
+        byline=meta.byline,
+        date=meta.date,
         url=meta.url,
         source=source,
+        layout=layout,
     )
 
 
@@ -537,20 +611,27 @@ def article_digest(
     url: str | None,
     text: str,
     paragraphs: Sequence[Sequence[int]],
+    layout: Layout | None = None,
 ) -> str:
     """A hash of everything stored for an article (the content hash): a changed article is noticed
-    on ingest, and a stored article whose text or spans were altered is refused when read."""
+    on ingest, and a stored article whose text, spans or layout were altered is refused when read.
+
+    A plain article's layout adds nothing, so its hash is what it was before layouts existed.
+    """
     h = hashlib.sha256()
     for part in (title, byline or "", date or "", url or "", text):
         h.update(part.encode())
         h.update(b"\x1f")
     h.update(repr(tuple(tuple(p) for p in paragraphs)).encode())
+    stored = layout.to_json() if layout else None
+    if stored is not None:
+        h.update(b"\x1f" + stored.encode())
     return h.hexdigest()
 
 
 def content_hash(doc: Document) -> str:
     """A hash of everything stored for an article, so a changed article is noticed."""
-    return article_digest(doc.title, doc.byline, doc.date, doc.url, doc.text, doc.paragraphs)
+    return article_digest(doc.title, doc.byline, doc.date, doc.url, doc.text, doc.paragraphs, doc.layout)
 
 
 # --------------------------------------------------------------------------- formats
@@ -570,75 +651,168 @@ def _front_matter(text: str) -> tuple[dict[str, str], str]:
     return fields, text[m.end() :]
 
 
-_MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_MD_REF_LINK = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")
-_MD_EMPH = re.compile(r"(\*\*|__|\*|_|~~|`)(?=\S)(.+?)(?<=\S)\1")
-_MD_HTML = re.compile(r"</?[a-zA-Z][^>]*>")
-_MD_LIST = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
-_MD_REF_DEF = re.compile(r"^\s*\[[^\]]+\]:\s+\S+")
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_HTML_TAG = re.compile(r"</?[a-zA-Z][^>]*>")
 
 
-def _strip_inline(line: str) -> str:
-    line = _MD_LINK.sub(lambda m: m.group(1) if not m.group(0).startswith("!") else "", line)
-    line = _MD_REF_LINK.sub(r"\1", line)
-    for _ in range(2):  # nested emphasis
-        line = _MD_EMPH.sub(r"\2", line)
-    return _MD_HTML.sub("", line)
+def _prose(text: str) -> str:
+    """Normalised prose on one line: a line break inside a paragraph is a soft wrap."""
+    return " ".join(normalize_text(text).split())
+
+
+def _code(text: str) -> str:
+    """A code block as written: indentation kept; trailing spaces and blank edge lines go."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    lines = [_INVISIBLE.sub("", line).rstrip() for line in text.split("\n")]
+    return "\n".join(lines).strip("\n")
+
+
+class _Sections:
+    """The path of headings above the current block, kept as headings open and close."""
+
+    def __init__(self) -> None:
+        self._open: list[tuple[int, str]] = []
+
+    def heading(self, level: int, text: str) -> None:
+        while self._open and self._open[-1][0] >= level:
+            self._open.pop()
+        if text:
+            self._open.append((level, text))
+
+    @property
+    def path(self) -> str:
+        return SECTION_SEPARATOR.join(text for _, text in self._open)
+
+
+def _markdown_inline(token: Any) -> str:
+    """The text of an inline Markdown token: markup, links' targets and images left out."""
+    parts: list[str] = []
+    for child in token.children or ():
+        if child.type in ("text", "code_inline"):
+            parts.append(child.content)
+        elif child.type in ("softbreak", "hardbreak", "html_inline"):
+            parts.append(" ")
+    return _prose("".join(parts))
 
 
 def parse_markdown(text: str, *, key: str, source: str | None = None) -> Document:
-    """Markdown: front matter gives metadata; the first ``#`` heading is the title if none."""
-    fields, body = _front_matter(normalize_text(text))
-    meta = _meta_from_fields(fields)
-    paragraphs: list[str] = []
-    block: list[str] = []
-    in_code = False
+    """Markdown through a CommonMark parser (markdown-it-py): headings become each paragraph's
+    section path (a leading ``#`` heading is the title), fenced and indented code blocks stay
+    whole, list items and table rows are paragraphs; front matter gives metadata."""
+    from markdown_it import MarkdownIt  # lazy: only Markdown needs it
 
-    def flush() -> None:
-        if block:
-            paragraphs.append(" ".join(block))  # markdown: a single newline is a soft wrap
-            block.clear()
-
-    for line in body.split("\n"):
-        if line.startswith(("```", "~~~")):
-            flush()
-            in_code = not in_code
-            continue
-        if in_code:
-            if line:
-                paragraphs.append(line)
-            continue
-        if not line or _MD_REF_DEF.match(line) or re.fullmatch(r"[-*_=]{3,}", line):
-            flush()
-            continue
-        heading = re.match(r"^(#{1,6})\s+(.*?)\s*#*$", line)
-        if heading:
-            flush()
-            text_ = _strip_inline(heading.group(2))
-            if meta.title is None and heading.group(1) == "#" and not paragraphs:
-                meta.title = text_
+    fields, body = _front_matter(text.replace("\r\n", "\n").replace("\r", "\n"))
+    meta = _meta_from_fields({k: normalize_text(v) for k, v in fields.items()})
+    tokens = MarkdownIt("commonmark").enable("table").parse(body)
+    blocks: list[Block] = []
+    sections = _Sections()
+    row: list[str] | None = None
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if token.type == "heading_open":
+            heading = _markdown_inline(tokens[i])
+            i += 2  # the inline token and heading_close
+            if token.tag == "h1" and meta.title is None and not blocks and not sections.path:
+                meta.title = heading or None
             else:
-                paragraphs.append(text_)
-            continue
-        if _MD_LIST.match(line) or line.startswith(">"):
-            flush()
-            block.append(_strip_inline(_MD_LIST.sub("", line.lstrip("> "))))
-            flush()
-            continue
-        block.append(_strip_inline(line))
-    flush()
-    return clean_article(
-        "\n".join(paragraphs),
-        key=key,
-        source=source,
-        meta=meta,
-        one_paragraph_per_line=True,
-        fallback_title=_title_from_name(source),
-    )
+                sections.heading(int(token.tag[1:]), heading)
+        elif token.type in ("fence", "code_block"):
+            blocks.append(Block(_code(token.content), CODE, sections.path))
+        elif token.type == "tr_open":
+            row = []
+        elif token.type == "tr_close" and row is not None:
+            blocks.append(Block(" | ".join(cell for cell in row if cell), "", sections.path))
+            row = None
+        elif token.type == "inline":
+            if row is not None:
+                row.append(_markdown_inline(token))
+            else:
+                blocks.append(Block(_markdown_inline(token), "", sections.path))
+        elif token.type == "html_block":
+            blocks.append(
+                Block(_prose(_HTML_TAG.sub(" ", _HTML_COMMENT.sub("", token.content))), "", sections.path)
+            )
+    return clean_blocks(blocks, key=key, source=source, meta=meta, fallback_title=_title_from_name(source))
+
+
+_XML_BLOCKS = frozenset({"p", "head", "list", "item", "quote", "table", "div", "section", "main", "article"})
+
+
+def _xml_inline(element: Any) -> str:
+    """The raw text of an inline element of trafilatura's XML (``<lb/>``, a ``<br>``, is a space)."""
+    parts: list[str] = [" "] if element.tag == "lb" else []
+    if element.text:
+        parts.append(element.text)
+    for child in element:
+        parts.append(_xml_inline(child))
+        if child.tail:
+            parts.append(child.tail)
+    return "".join(parts)
+
+
+def _standalone_code(el: Any, before: str | None) -> bool:
+    """A ``<code>`` that is a block of its own (a listing), not a word in a sentence."""
+    parent = el.getparent()
+    if parent is None or parent.tag == "p":
+        return False
+    text = "".join(el.itertext()).strip()
+    return "\n" in text or (not (before or "").strip() and not (el.tail or "").strip())
+
+
+def _xml_blocks(body: Any) -> list[Block]:
+    """Paragraphs from trafilatura's XML body: its block elements, in document order.
+
+    ``<head>`` elements make section paths; a ``<code>`` that stands alone is a code block;
+    paragraphs, list items and table rows are paragraphs; the text between block elements
+    (an item's words before its nested list) is a paragraph too. The source's line breaks
+    inside a ``<p>`` are soft wraps.
+    """
+    blocks: list[Block] = []
+    sections = _Sections()
+
+    def prose(pieces: list[str]) -> None:
+        text = _prose("".join(pieces))
+        pieces.clear()
+        if text:
+            blocks.append(Block(text, "", sections.path))
+
+    def walk(parent: Any) -> None:
+        run: list[str] = [parent.text or ""]
+        before = parent.text
+        for el in parent:
+            tag = el.tag if isinstance(el.tag, str) else ""
+            if tag == "head":
+                prose(run)
+                rend = str(el.get("rend") or "")
+                sections.heading(
+                    int(rend[1]) if re.fullmatch(r"h[1-6]", rend) else 2, _prose(_xml_inline(el))
+                )
+            elif tag == "code" and _standalone_code(el, before):
+                prose(run)
+                blocks.append(Block(_code("".join(el.itertext())), CODE, sections.path))
+            elif tag == "table":
+                prose(run)
+                for row in el.iter("row"):
+                    cells = [_prose(_xml_inline(cell)) for cell in row.iter("cell")]
+                    blocks.append(Block(" | ".join(c for c in cells if c), "", sections.path))
+            elif tag in _XML_BLOCKS:
+                prose(run)
+                walk(el)
+            elif tag:
+                run.append(_xml_inline(el))
+            run.append(el.tail or "")
+            before = el.tail
+        prose(run)
+
+    walk(body)
+    return blocks
 
 
 def parse_html(html: str, *, key: str, source: str | None = None, url: str | None = None) -> Document:
-    """HTML through trafilatura's main-content extraction, then the same cleaning rules."""
+    """HTML through trafilatura's main-content extraction, read from its structured output
+    (paragraphs, headings, lists, code, tables), then the same cleaning rules."""
     import trafilatura  # lazy: it pulls in lxml and friends
 
     # A trafilatura Document (its attributes are read below; the dict form is for as_dict=True).
@@ -648,7 +822,8 @@ def parse_html(html: str, *, key: str, source: str | None = None, url: str | Non
         with_metadata=True,
         include_comments=False,
         include_tables=True,
-        favor_precision=True,
+        # The balanced mode: precision mode drops headings, which are the article's sections.
+        favor_precision=False,
         # A date only from what states one (meta tags, JSON-LD, <time>): htmldate's extensive
         # search also guesses from links, file names and CSS classes ("edition2024"), and a
         # citation with an invented date is worse than one without.
@@ -664,21 +839,25 @@ def parse_html(html: str, *, key: str, source: str | None = None, url: str | Non
     )
     if meta.byline:
         meta.byline = meta.byline.replace(";", ",")
-    text = extracted.text
-    meta.title = _page_title(html, meta.title, text)
+    meta.title = _page_title(html, meta.title, extracted.text)
+    blocks = _xml_blocks(extracted.body) if extracted.body is not None else []
+    if not blocks:
+        blocks = [Block(_prose(line)) for line in extracted.text.split("\n")]
     if meta.title:
-        # The headline often opens the extracted text too; it is the title, not paragraph 1.
-        first, _, rest = text.lstrip().partition("\n")
-        if normalize_text(first).casefold() == normalize_text(meta.title).casefold() and rest.strip():
-            text = rest
-    return clean_article(
-        text,
-        key=key,
-        source=source,
-        meta=meta,
-        one_paragraph_per_line=True,
-        fallback_title=_title_from_name(source),
-    )
+        # The headline often opens the text too (as a heading or not): it is the title, not
+        # paragraph 1 or a section.
+        first = next((b for b in blocks if b.text), None)
+        title = normalize_text(meta.title).casefold()
+        if first is not None and not first.section and first.text.casefold() == title and len(blocks) > 1:
+            blocks.remove(first)
+        blocks = [replace(b, section=_drop_title(b.section, title)) if b.section else b for b in blocks]
+    return clean_blocks(blocks, key=key, source=source, meta=meta, fallback_title=_title_from_name(source))
+
+
+def _drop_title(section: str, title: str) -> str:
+    """A section path without the article's own title as its first heading."""
+    first, _, rest = section.partition(SECTION_SEPARATOR)
+    return rest if first.casefold() == title else section
 
 
 _TITLE_TAG = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
@@ -834,7 +1013,7 @@ def load_bytes(
 def _with_url(doc: Document, url: str | None) -> Document:
     if url is None or doc.url:
         return doc
-    return Document(doc.key, doc.title, doc.text, doc.paragraphs, doc.byline, doc.date, url, doc.source)
+    return replace(doc, url=url)
 
 
 def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[InputError]]:

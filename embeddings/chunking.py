@@ -2,16 +2,18 @@
 
 A passage never crosses a paragraph, so every citation names one paragraph. Consecutive
 passages of one paragraph share ``overlap`` sentences. A sentence longer than the budget is cut
-at word-piece boundaries (never silently truncated by the model).
+at word-piece boundaries (never silently truncated by the model). A code block is one unit, not
+split into sentences: it is cut only where it exceeds the budget, between lines where it can be.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .sentences import split_sentences
-from .types import Document, Passage
+from .types import CODE, Document, Passage
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
 TokenOffsets = Callable[[str], list[tuple[int, int]]]
@@ -35,25 +37,40 @@ def sentence_spans(doc: Document) -> list[tuple[int, int, int]]:
     """Every sentence of ``doc`` as ``(paragraph_number, start, end)``, in order."""
     out: list[tuple[int, int, int]] = []
     for number, (start, end) in enumerate(doc.paragraphs, start=1):
-        out.extend((number, a, b) for a, b in split_sentences(doc.text, start, end))
+        if doc.layout.kind(number) == CODE:
+            out.append((number, start, end))  # code has lines, not sentences
+        else:
+            out.extend((number, a, b) for a, b in split_sentences(doc.text, start, end))
     return out
 
 
 def _cut_long(text: str, start: int, end: int, budget: int, offsets: TokenOffsets) -> list[tuple[int, int]]:
-    """Cut one over-long sentence into spans of at most ``budget`` word pieces.
+    """Cut one over-long sentence (or code block) into spans of at most ``budget`` word pieces.
 
-    Cuts fall between words where possible, so no word is split across two passages.
+    The pieces are of about equal size, so the last is never a scrap (a lone closing brace).
+    Cuts fall between lines where one is near, else between words, so no word is split across
+    two passages.
     """
     pieces = [(start + a, start + b) for a, b in offsets(text[start:end])]
+    n = len(pieces)
     spans: list[tuple[int, int]] = []
     i = 0
-    while i < len(pieces):
-        j = min(i + budget, len(pieces))
-        if j < len(pieces):
-            # Back off to a word boundary: a piece followed by whitespace ends a word.
+    while i < n:
+        # As many spans as the rest needs, each about as long as the others (recounted after
+        # every cut, as backing off to a boundary leaves more for the rest).
+        rest = n - i
+        target = -(-rest // -(-rest // budget))
+        j = n if rest <= budget else i + target
+        if j < n:
+            # Back off to a line break past half the target, else to a word boundary (a piece
+            # followed by whitespace ends a word).
             k = j
-            while k > i + 1 and pieces[k][0] == pieces[k - 1][1]:
+            while k > i + target // 2 and "\n" not in text[pieces[k - 1][1] : pieces[k][0]]:
                 k -= 1
+            if k <= i + target // 2:
+                k = j
+                while k > i + 1 and pieces[k][0] == pieces[k - 1][1]:
+                    k -= 1
             if k > i + 1:
                 j = k
         a = pieces[i][0]
@@ -91,6 +108,7 @@ def chunk_document(
         for (ca, cb), cn in zip(cut, count_tokens([doc.text[x:y] for x, y in cut]), strict=True):
             units.append((para, ca, cb, cn))
 
+    layout = doc.layout
     passages: list[Passage] = []
     i = 0
     while i < len(units):
@@ -111,6 +129,8 @@ def chunk_document(
                 start=start,
                 end=end,
                 text=doc.text[start:end],
+                section=layout.section(para),
+                kind=layout.kind(para),
             )
         )
         if j >= len(units) or units[j][0] != para:
@@ -140,5 +160,5 @@ def _enforce_budget(
             else _cut_long(doc.text, p.start, p.end, spec.max_tokens, token_offsets)
         )
         for a, b in spans:
-            out.append(Passage(p.article_id, len(out), p.paragraph, a, b, doc.text[a:b]))
+            out.append(dataclasses.replace(p, ordinal=len(out), start=a, end=b, text=doc.text[a:b]))
     return out

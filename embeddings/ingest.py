@@ -12,7 +12,7 @@ import bisect
 import hashlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -91,6 +91,12 @@ def passage_sentences(
                 out.append((p.ordinal, max(a, p.start), min(b, p.end)))
             i += 1
     return out
+
+
+def _with_section(passage: Passage) -> str:
+    """The text a passage is found by in the word index: its section's headings, then its text
+    (a question naming a section finds the passages under it, as a title would)."""
+    return f"{passage.section}\n{passage.text}" if passage.section else passage.text
 
 
 class Ingester:
@@ -181,9 +187,10 @@ class Ingester:
             paragraphs=doc.paragraphs,
             passages=passages,
             vectors=_zeros(len(passages), self.encoder.dim),
-            terms=[self.analyzer.counts(p.text) for p in passages],
+            terms=[self.analyzer.counts(_with_section(p)) for p in passages],
             sentences=sentences,
             sentence_vectors=_zeros(len(sentences), self.encoder.dim),
+            layout=doc.layout,
         )
 
     def embed(
@@ -193,7 +200,7 @@ class Ingester:
 
         Progress counts passages; a passage is reported once its sentences are done too.
         """
-        texts = [p.text for w in writes for p in w.passages]
+        texts = [_with_section(p) for w in writes for p in w.passages]
         # A sentence shared by overlapping passages is embedded once.
         spans: dict[tuple[int, int, int], int] = {}
         for wi, w in enumerate(writes):
@@ -222,15 +229,8 @@ class Ingester:
             n = len(w.passages)
             rows = [n_passages + spans[(wi, a, b)] for _, a, b in w.sentences]
             out.append(
-                ArticleWrite(
-                    w.info,
-                    w.text,
-                    w.paragraphs,
-                    w.passages,
-                    vectors[row : row + n],
-                    w.terms,
-                    w.sentences,
-                    vectors[rows].reshape(len(rows), -1),
+                replace(
+                    w, vectors=vectors[row : row + n], sentence_vectors=vectors[rows].reshape(len(rows), -1)
                 )
             )
             row += n
@@ -252,6 +252,7 @@ class Ingester:
                 date=info.date,
                 url=info.url,
                 source=info.source,
+                layout=article.layout,
             )
             writes.append(self.prepare(doc, info.id, info.content_hash))
         total = sum(len(w.passages) for w in writes)

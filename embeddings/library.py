@@ -477,6 +477,8 @@ class Library:
             # The library already holds its sentences' vectors: reuse them, encode only the rest.
             passage_ids = [p.id for p in self.store.article_passages(self.name, info.id)]
             known = {(r.start, r.end): r.vector for r in self.store.sentences(self.name, passage_ids)}
-            spans = summarize_document(article.text, article.paragraphs, self.encoder, sentences, known=known)
+            spans = summarize_document(
+                article.text, article.paragraphs, self.encoder, sentences, known=known, layout=article.layout
+            )
             self.store.put_cached(self.name, "summary", key, info.id, spans_to_json(spans))
-        return make_summary(info, article.text, article.paragraphs, spans, sentences)
+        return make_summary(info, article.text, article.paragraphs, spans, sentences, article.layout)

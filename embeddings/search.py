@@ -243,7 +243,8 @@ class Retriever:
                 cov = sum(idf[t] for t in found) / total
                 best_cov = max(best_cov, cov)
                 pick = s.cosine + cfg.highlight_coverage * cov
-                if pick > best_pick:
+                # Code is quoted, never bolded as the answering sentence.
+                if pick > best_pick and not passage.is_code:
                     best_pick, highlight = pick, (s.start, s.end)
             p_terms = self.analyzer.terms(passage.text)
             features = {

@@ -32,7 +32,7 @@ from .articles import clean_article, content_hash, parse_html
 from .encoder import Encoder
 from .errors import InputError
 from .sentences import split_sentences
-from .types import ArticleInfo, Summary, SummarySentence
+from .types import CODE, ArticleInfo, Layout, Summary, SummarySentence
 
 SUMMARIZER_VERSION = "1"
 """Part of every cache key: bump it when the method or its defaults change."""
@@ -76,16 +76,21 @@ class SummaryConfig:
 DEFAULT_CONFIG = SummaryConfig()
 
 
-def summary_sentences(text: str, paragraphs: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]]:
+def summary_sentences(
+    text: str, paragraphs: Sequence[tuple[int, int]], layout: Layout | None = None
+) -> list[tuple[int, int, int]]:
     """The sentences a summary of ``text`` is made from, as ``(start, end, paragraph)`` spans.
 
     Paragraphs are 1-based. Only pieces that end like a sentence count: headings, photo credits,
     list labels and "Read more" lines that survived cleaning end without ``.!?``. A text with no
-    sentence punctuation at all is taken as it is.
+    sentence punctuation at all is taken as it is. Code blocks (``layout``) are never summary
+    sentences.
     """
+    layout = layout or Layout()
     spans = [
         (a, b, number)
         for number, (start, end) in enumerate(paragraphs, start=1)
+        if layout.kind(number) != CODE
         for a, b in split_sentences(text, start, end)
     ]
     return [s for s in spans if _ENDS_SENTENCE.search(text, s[0], s[1])] or spans
@@ -218,6 +223,7 @@ def summarize_document(
     n: int = 3,
     config: SummaryConfig = DEFAULT_CONFIG,
     known: Mapping[tuple[int, int], NDArray[np.float32]] | None = None,
+    layout: Layout | None = None,
 ) -> list[tuple[int, int, int]]:
     """An ``n``-sentence extractive summary of a cleaned text: ``(start, end, paragraph)`` spans.
 
@@ -228,7 +234,7 @@ def summarize_document(
     spans to vectors already computed (a library stores its sentences'); only the rest are
     encoded.
     """
-    spans = summary_sentences(text, paragraphs)
+    spans = summary_sentences(text, paragraphs, layout)
     if len(spans) <= n:
         return spans
     sentences = [text[a:b] for a, b, _ in spans]
@@ -253,9 +259,10 @@ def make_summary(
     paragraphs: Sequence[tuple[int, int]],
     spans: Sequence[tuple[int, int, int]],
     n: int,
+    layout: Layout | None = None,
 ) -> Summary:
     """Wrap picked ``(start, end, paragraph)`` spans of an article into a :class:`Summary`."""
-    total = len(summary_sentences(text, paragraphs))
+    total = len(summary_sentences(text, paragraphs, layout))
     whole = total <= n
     notes: tuple[str, ...] = ()
     if whole:
@@ -307,7 +314,7 @@ def summarize_text(
         doc = parse_html(raw, key=source, source=source)
     else:
         doc = clean_article(raw, key=source, source=source)
-    spans = summarize_document(doc.text, doc.paragraphs, encoder, n, config)
+    spans = summarize_document(doc.text, doc.paragraphs, encoder, n, config, layout=doc.layout)
     info = ArticleInfo(
         id="-",
         title=doc.title,
@@ -321,4 +328,4 @@ def summarize_text(
         paragraph_count=len(doc.paragraphs),
         added_at="",
     )
-    return make_summary(info, doc.text, doc.paragraphs, spans, n)
+    return make_summary(info, doc.text, doc.paragraphs, spans, n, doc.layout)

@@ -2,7 +2,61 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+
+CODE = "code"
+"""The kind of a paragraph that is a code block: kept whole, shown as code, never highlighted."""
+
+SECTION_SEPARATOR = " › "
+"""Joins the headings of a section path ("Usage › Install")."""
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The structure of an article's paragraphs: what kind each is and the section it is in.
+
+    ``kinds`` and ``sections`` are empty (a plain article: prose, no headings) or hold one entry
+    per paragraph. A kind is ``""`` for prose or :data:`CODE`; a section is the path of headings
+    above the paragraph joined by :data:`SECTION_SEPARATOR`, ``""`` before the first heading.
+    Headings themselves are not paragraphs: a heading is never quoted as an answer on its own.
+    """
+
+    kinds: tuple[str, ...] = ()
+    sections: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return any(self.kinds) or any(self.sections)
+
+    def kind(self, number: int) -> str:
+        """The kind of paragraph ``number`` (1-based): ``""`` for prose."""
+        return self.kinds[number - 1] if 0 < number <= len(self.kinds) else ""
+
+    def section(self, number: int) -> str:
+        """The section path of paragraph ``number`` (1-based), ``""`` when it has none."""
+        return self.sections[number - 1] if 0 < number <= len(self.sections) else ""
+
+    def to_json(self) -> str | None:
+        """The stored form, or None for a plain article (nothing to store)."""
+        if not self:
+            return None
+        return json.dumps({"kinds": list(self.kinds), "sections": list(self.sections)}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, value: str | None, paragraph_count: int) -> Layout:
+        """Read :meth:`to_json`'s form back; raise ``ValueError`` when it does not fit the article."""
+        if value is None:
+            return cls()
+        data = json.loads(value)
+        if not isinstance(data, dict):
+            raise ValueError("a layout is an object")
+        kinds, sections = data.get("kinds", []), data.get("sections", [])
+        for values in (kinds, sections):
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise ValueError("a layout holds lists of strings")
+            if values and len(values) != paragraph_count:
+                raise ValueError("a layout has one entry per paragraph")
+        return cls(tuple(kinds), tuple(sections))
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +77,7 @@ class Document:
     date: str | None = None
     url: str | None = None
     source: str | None = None
+    layout: Layout = Layout()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +104,7 @@ class Article:
     info: ArticleInfo
     text: str
     paragraphs: tuple[tuple[int, int], ...]
+    layout: Layout = Layout()
 
     def paragraph_text(self, number: int) -> str:
         """Return paragraph ``number`` (1-based) of the cleaned text."""
@@ -61,7 +117,8 @@ class Passage:
     """A piece of one paragraph, sized to the model's window.
 
     ``start``/``end`` are offsets into the article's cleaned text; ``paragraph`` is 1-based;
-    ``ordinal`` is the passage's position within its article.
+    ``ordinal`` is the passage's position within its article. ``section`` and ``kind`` are its
+    paragraph's, from the article's :class:`Layout`.
     """
 
     article_id: str
@@ -71,6 +128,13 @@ class Passage:
     end: int
     text: str
     id: int = -1
+    section: str = ""
+    kind: str = ""
+
+    @property
+    def is_code(self) -> bool:
+        """Whether this passage is (part of) a code block."""
+        return self.kind == CODE
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,15 +147,26 @@ class Citation:
     date: str | None
     paragraph: int
     url: str | None
+    section: str = ""
+
+    @property
+    def heading(self) -> str:
+        """The innermost heading of the passage's section, ``""`` when it has none."""
+        return self.section.rsplit(SECTION_SEPARATOR, 1)[-1]
+
+    @property
+    def place(self) -> str:
+        """Where in the article: "§ Ownership Rules, ¶ 3", or "¶ 3" in an article without headings."""
+        return (f"§ {self.heading}, " if self.section else "") + f"¶ {self.paragraph}"
 
     def format(self) -> str:
-        """One line: title, byline, date, paragraph and link when known."""
+        """One line: title, byline, date, section and paragraph, and link when known."""
         parts = [f"“{self.title}”"]
         if self.byline:
             parts.append(f"by {self.byline}")
         if self.date:
             parts.append(self.date)
-        parts.append(f"¶ {self.paragraph}")
+        parts.append(self.place)
         line = ", ".join(parts)
         if self.url:
             line += f" <{self.url}>"
@@ -112,7 +187,8 @@ class Hit:
     def citation(self) -> Citation:
         """The citation for this passage."""
         a = self.article
-        return Citation(a.id, a.title, a.byline, a.date, self.passage.paragraph, a.url)
+        p = self.passage
+        return Citation(a.id, a.title, a.byline, a.date, p.paragraph, a.url, p.section)
 
 
 @dataclass(frozen=True, slots=True)

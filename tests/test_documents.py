@@ -31,8 +31,8 @@ def documents_library(tmp_path_factory: pytest.TempPathFactory, model) -> Librar
 def test_the_document_set_is_answered_at_least_as_well_as_today(documents_library: Library):
     results = ask_document_questions(documents_library, load_document_questions(DOCUMENTS))
     n = len(results)
-    assert sum(r.rank == 1 for r in results) / n >= 0.55
-    assert sum(0 < r.rank <= 5 for r in results) / n >= 0.83
+    assert sum(r.rank == 1 for r in results) / n >= 0.77
+    assert sum(0 < r.rank <= 5 for r in results) / n >= 1.0
     assert sum(r.answered for r in results) / n >= 0.9
 
 
@@ -44,3 +44,20 @@ def test_every_expected_quote_is_stored_word_for_word():
         (doc,) = load_file(DOCUMENTS / q["file"])
         assert not isinstance(doc, Exception)
         assert " ".join(q["expect"].split()) in " ".join(doc.text.split()), q["id"]
+
+
+def test_headings_are_sections_and_code_blocks_are_whole(documents_library: Library):
+    # A heading was once a passage of its own (and the answer, at confidence 1.00); a code
+    # listing was split one line per paragraph, leaving passages that were a lone "}".
+    store, name = documents_library.store, documents_library.name
+    for info in documents_library.articles():
+        passages = store.article_passages(name, info.id)
+        headings = {h for p in passages for h in p.section.split(" › ") if h}
+        assert all(p.text.strip("{}();[] \n") for p in passages), info.title
+        assert not {p.text for p in passages} & headings, info.title
+        if info.source and info.source.endswith(("ownership.html", ".md")):
+            assert headings and any(p.is_code for p in passages), info.title
+    answer = documents_library.ask(
+        "What happens in Rust when a variable goes out of scope and its memory is freed?"
+    )
+    assert answer.best is not None and answer.best.citation.place.startswith("§ ")

@@ -399,8 +399,10 @@ async def test_sigterm_finishes_answers_in_flight(harness: Harness) -> None:
         harness.seed(GUILD_A)
         bot = await (await harness.start()).ready()
 
-        # Each answer is held up by a 429 (2 s), so all three are in flight at the signal.
-        emu.rate_limit("POST", r"^/webhooks/", retry_after=2.0, times=3)
+        # Each answer is held up by a 429 (4 s), so all three are in flight at the signal and
+        # still are when the late question comes (2 s was too close on a loaded machine: the
+        # answers could finish, and the bot leave, before the late question reached it).
+        emu.rate_limit("POST", r"^/webhooks/", retry_after=4.0, times=3)
         asks = [await emu.slash(GUILD_A, user, "ask", question=QUESTION) for user in USERS]
         await emu.wait_for(
             lambda: sum(r.status == 429 for r in emu.requests) == 3, 10, "three answers held by a 429"

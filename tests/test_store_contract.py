@@ -31,8 +31,9 @@ from embeddings import (
     NotFoundError,
     Store,
 )
-from embeddings.articles import assemble
+from embeddings.articles import assemble, parse_markdown
 from embeddings.lexical import Analyzer
+from embeddings.types import Layout
 
 from .conftest import SEED
 
@@ -472,6 +473,54 @@ def test_an_altered_quote_or_citation_is_refused_never_shown(any_store: Store, e
     assert "ingest" in for_cli(caught.value)
 
 
+GUIDE_MD = (
+    "# Cat care\n\n## Sleeping\n\nCats sleep sixteen hours a day. Kittens sleep even more.\n\n"
+    "```python\n# count the hours a cat sleeps\nhours = 16\n```\n\n## Feeding\n\nCats eat meat twice a day.\n"
+)
+
+LAYOUT_ALTERATIONS = {
+    "section": "UPDATE passages SET section = 'Feeding' WHERE section = 'Sleeping'",
+    "kind": "UPDATE passages SET kind = NULL WHERE kind = 'code'",
+    "layout": "UPDATE articles SET layout = replace(layout, 'Sleeping', 'Napping')",
+}
+
+
+def test_sections_and_code_are_stored_cited_and_exported(any_store: Store, enc: HashEncoder):
+    guide = parse_markdown(GUIDE_MD, key="guide", source="guide.md")
+    lib = Library(any_store, enc, "test")
+    lib.ingest([guide, CATS])
+    (info,) = [a for a in lib.articles() if a.key == "guide"]
+    stored = any_store.get_article("test", info.id)
+    assert stored is not None and stored.layout == guide.layout and stored.layout
+    passages = any_store.article_passages("test", info.id)
+    assert [(p.section, p.kind) for p in passages] == [
+        (guide.layout.section(p.paragraph), guide.layout.kind(p.paragraph)) for p in passages
+    ]
+    assert {p.section for p in passages} == {"Sleeping", "Feeding"} and any(p.is_code for p in passages)
+    answer = lib.ask("count the hours a cat sleeps")
+    assert answer.hits[0].citation.place.startswith("§ Sleeping, ¶ ")
+    # An article without headings is stored as before: no layout, no section in its citation.
+    plain = any_store.get_article("test", next(a.id for a in lib.articles() if a.key == "cats"))
+    assert plain is not None and not plain.layout
+    exported = list(any_store.export("test"))
+    any_store.create("copy", lib.spec)
+    any_store.restore("copy", exported)
+    assert_exports_equal(exported, list(any_store.export("copy")))
+    assert [w.layout for w in exported] == [guide.layout, Layout()]
+
+
+@pytest.mark.parametrize("what", LAYOUT_ALTERATIONS)
+def test_an_altered_section_or_layout_is_refused(any_store: Store, enc: HashEncoder, what: str):
+    lib = Library(any_store, enc, "test")
+    lib.ingest([parse_markdown(GUIDE_MD, key="guide", source="guide.md")])
+    _execute(any_store, LAYOUT_ALTERATIONS[what])
+    fresh = Library(any_store, enc, "test")
+    with pytest.raises(CorruptIndexError, match="checksum") as caught:
+        fresh.ask("How long do cats sleep?")
+        fresh.summarize("Cat care")
+    assert not caught.value.rebuildable
+
+
 # ---------------------------------------------------------------------- both stores side by side
 
 
@@ -491,10 +540,19 @@ def hit_keys(hits: list) -> list[tuple]:
 def assert_exports_equal(a: list, b: list) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
-        assert (x.info, x.text, tuple(x.paragraphs), list(x.passages), list(x.terms), list(x.sentences)) == (
+        assert (
+            x.info,
+            x.text,
+            tuple(x.paragraphs),
+            x.layout,
+            list(x.passages),
+            list(x.terms),
+            list(x.sentences),
+        ) == (
             y.info,
             y.text,
             tuple(y.paragraphs),
+            y.layout,
             list(y.passages),
             list(y.terms),
             list(y.sentences),

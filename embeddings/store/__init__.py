@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
-from ..types import Article, ArticleInfo, Passage
+from ..types import Article, ArticleInfo, Layout, Passage
 
 FORMAT_VERSION = 2
 
@@ -75,6 +75,7 @@ class ArticleWrite:
     terms: Sequence[dict[str, int]]
     sentences: Sequence[tuple[int, int, int]] = ()
     sentence_vectors: NDArray[np.float32] | None = None
+    layout: Layout = Layout()
 
     def __post_init__(self) -> None:
         n = len(self.passages)

@@ -17,12 +17,12 @@ from numpy.typing import NDArray
 
 from ..articles import article_digest
 from ..errors import CorruptIndexError
-from ..types import Article, ArticleInfo, Passage
+from ..types import Article, ArticleInfo, Layout, Passage
 from . import SentenceRow, article_info
 
 T = TypeVar("T")
 
-PASSAGE_COLUMNS = 'id, article_id, ordinal, paragraph, start, "end", text, text_md5'
+PASSAGE_COLUMNS = 'id, article_id, ordinal, paragraph, start, "end", text, text_md5, section, kind'
 """The columns :func:`passage_from_row` reads, in order."""
 PASSAGE_WIDTH = PASSAGE_COLUMNS.count(",") + 1
 """How many columns that is (a query may select more after them)."""
@@ -36,11 +36,25 @@ def text_md5(text: str) -> str:
 _ROW_CHECKSUM = "r1:"
 """The prefix of a passage checksum over the whole row (a bare md5 covers the text alone: rows
 written before the row checksum existed keep that and are checked as far as it goes)."""
+_LAID_OUT_CHECKSUM = "r2:"
+"""The prefix of the checksum of a passage with a section or a kind: those are covered too."""
 
 
-def passage_md5(article_id: str, ordinal: int, paragraph: int, start: int, end: int, text: str) -> str:
+def passage_md5(
+    article_id: str,
+    ordinal: int,
+    paragraph: int,
+    start: int,
+    end: int,
+    text: str,
+    section: str = "",
+    kind: str = "",
+) -> str:
     """The checksum stored with a passage: its text and everything its citation is made of."""
-    return _ROW_CHECKSUM + text_md5("\x1f".join(map(str, (article_id, ordinal, paragraph, start, end, text))))
+    fields: tuple[object, ...] = (article_id, ordinal, paragraph, start, end, text)
+    if section or kind:
+        return _LAID_OUT_CHECKSUM + text_md5("\x1f".join(map(str, (*fields, section, kind))))
+    return _ROW_CHECKSUM + text_md5("\x1f".join(map(str, fields)))
 
 
 def info_md5(
@@ -95,17 +109,26 @@ def passage_from_row(row: Sequence[Any], library: str, location: str | None = No
     text or citation changed inside the database (a flipped byte, an edit by hand) is refused,
     never quoted. Rows written before checksums existed (``text_md5`` NULL) are not checked.
     """
-    pid, article_id, ordinal, paragraph, start, end, text, md5 = row[:PASSAGE_WIDTH]
+    pid, article_id, ordinal, paragraph, start, end, text, md5, section, kind = row[:PASSAGE_WIDTH]
+    section, kind = section or "", kind or ""
     if md5 is not None:
-        if str(md5).startswith(_ROW_CHECKSUM):
-            expected = passage_md5(article_id, ordinal, paragraph, start, end, text)
+        if str(md5).startswith((_ROW_CHECKSUM, _LAID_OUT_CHECKSUM)):
+            expected = passage_md5(article_id, ordinal, paragraph, start, end, text, section, kind)
         else:
             expected = text_md5(str(text))
         if expected != md5:
             raise _altered(library, f"a passage (passage {pid} of article {article_id})", location)
     try:
         return Passage(
-            str(article_id), int(ordinal), int(paragraph), int(start), int(end), str(text), id=int(pid)
+            str(article_id),
+            int(ordinal),
+            int(paragraph),
+            int(start),
+            int(end),
+            str(text),
+            id=int(pid),
+            section=str(section),
+            kind=str(kind),
         )
     except (TypeError, ValueError):  # a damaged record: a number read back as NULL or text
         raise _altered(library, f"a passage (passage {pid})", location) from None
@@ -138,27 +161,36 @@ def info_from_row(row: Sequence[Any], library: str, location: str | None = None)
 
 
 def article_from_row(
-    row: Sequence[Any], paragraphs: object, library: str, location: str | None = None
+    row: Sequence[Any], paragraphs: object, library: str, location: str | None = None, layout: object = None
 ) -> Article:
     """An :class:`Article` from a row of :func:`info_columns` plus its text, with its decoded
-    paragraph spans; the text and spans are checked against the article's content hash."""
+    paragraph spans and stored layout (JSON text or NULL); the text, spans and layout are
+    checked against the article's content hash."""
     info = info_from_row(row[:-1], library, location)
     text = str(row[-1])
-    if not (
-        isinstance(paragraphs, list)
-        and all(isinstance(p, list) and len(p) == 2 and all(type(x) is int for x in p) for p in paragraphs)
-    ):
+    try:
+        if not (
+            isinstance(paragraphs, list)
+            and all(
+                isinstance(p, list) and len(p) == 2 and all(type(x) is int for x in p) for p in paragraphs
+            )
+        ):
+            raise ValueError("paragraph spans are pairs of numbers")
+        if layout is not None and not isinstance(layout, str):
+            raise ValueError("a layout is JSON text")
+        parsed = Layout.from_json(layout, len(paragraphs))
+    except (ValueError, RecursionError):
         raise CorruptIndexError(
             library,
             "database",
-            "holds paragraph spans that cannot be read",
+            "holds paragraph spans or a layout that cannot be read",
             rebuildable=False,
             location=location,
-        )
+        ) from None
     spans = tuple((a, b) for a, b in paragraphs)
-    if article_digest(info.title, info.byline, info.date, info.url, text, spans) != info.content_hash:
+    if article_digest(info.title, info.byline, info.date, info.url, text, spans, parsed) != info.content_hash:
         raise _altered(library, f"the text of article {info.id}", location)
-    return Article(info, text, spans)
+    return Article(info, text, spans, parsed)
 
 
 def in_order(found: dict[int, T], ids: Iterable[int]) -> list[T]:

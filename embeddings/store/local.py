@@ -89,7 +89,8 @@ CREATE TABLE IF NOT EXISTS articles (
     paragraphs TEXT NOT NULL,
     passage_count INTEGER NOT NULL,
     added_at TEXT NOT NULL,
-    info_md5 TEXT
+    info_md5 TEXT,
+    layout TEXT
 );
 CREATE INDEX IF NOT EXISTS articles_hash ON articles(content_hash);
 CREATE TABLE IF NOT EXISTS passages (
@@ -101,7 +102,9 @@ CREATE TABLE IF NOT EXISTS passages (
     "end" INTEGER NOT NULL,
     text TEXT NOT NULL,
     length INTEGER NOT NULL,
-    text_md5 TEXT
+    text_md5 TEXT,
+    section TEXT,
+    kind TEXT
 );
 CREATE INDEX IF NOT EXISTS passages_article ON passages(article_id, ordinal);
 CREATE TABLE IF NOT EXISTS sentences (
@@ -182,23 +185,34 @@ def _holder(owner_file: Path) -> str | None:
     return None
 
 
+# Columns added after the first release, by table: a library made before them gets them on
+# open (NULL: "not recorded", which every reader accepts).
+_LATER_COLUMNS = {
+    "articles": ("info_md5", "layout"),
+    "passages": ("text_md5", "section", "kind"),
+}
+
+
 def _add_checksums(conn: sqlite3.Connection) -> None:
-    """Give a library made before the checksums existed their columns and values, once."""
-    passages = {row[1] for row in conn.execute("PRAGMA table_info(passages)")}
-    articles = {row[1] for row in conn.execute("PRAGMA table_info(articles)")}
-    if "text_md5" in passages and "info_md5" in articles:
+    """Give a library made before the checksums (and layouts) existed their columns and values, once."""
+    present = {
+        table: {row[1] for row in conn.execute(f"PRAGMA table_info({table})")} for table in _LATER_COLUMNS
+    }
+    missing = {t: [c for c in cols if c not in present[t]] for t, cols in _LATER_COLUMNS.items()}
+    if not any(missing.values()):
         return
     try:
         conn.execute("BEGIN IMMEDIATE")
-        if "text_md5" not in passages:
-            conn.execute("ALTER TABLE passages ADD COLUMN text_md5 TEXT")
+        for table, columns in missing.items():
+            for column in columns:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+        if "text_md5" in missing["passages"]:
             rows = conn.execute('SELECT id, article_id, ordinal, paragraph, start, "end", text FROM passages')
             conn.executemany(
                 "UPDATE passages SET text_md5=? WHERE id=?",
                 [(passage_md5(*r[1:]), r[0]) for r in rows.fetchall()],
             )
-        if "info_md5" not in articles:
-            conn.execute("ALTER TABLE articles ADD COLUMN info_md5 TEXT")
+        if "info_md5" in missing["articles"]:
             rows = conn.execute(
                 "SELECT id, key, title, byline, date, url, source, content_hash, passage_count, added_at FROM articles"
             )
@@ -234,11 +248,13 @@ def _read_only(db: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(
             f"{uri}?immutable=1", uri=True, timeout=30, check_same_thread=False, isolation_level=None
         )
-    # A library from before the checksum columns cannot be given them here; temporary views
+    # A library from before the later columns cannot be given them here; temporary views
     # (in memory, found before the file's tables) add them as NULL: read, unchecked.
-    for table, column in (("articles", "info_md5"), ("passages", "text_md5")):
-        if column not in {row[1] for row in conn.execute(f"PRAGMA main.table_info({table})")}:
-            conn.execute(f"CREATE TEMP VIEW {table} AS SELECT *, NULL AS {column} FROM main.{table}")
+    for table, columns in _LATER_COLUMNS.items():
+        present = {row[1] for row in conn.execute(f"PRAGMA main.table_info({table})")}
+        added = "".join(f", NULL AS {column}" for column in columns if column not in present)
+        if added:
+            conn.execute(f"CREATE TEMP VIEW {table} AS SELECT *{added} FROM main.{table}")
     return conn
 
 
@@ -668,6 +684,7 @@ class LocalStore:
                 info=info,
                 text=article.text,
                 paragraphs=article.paragraphs,
+                layout=article.layout,
                 passages=passages,
                 vectors=self._vectors(self._matrix(library), pids),
                 terms=[terms[pid] for pid in pids],
@@ -781,7 +798,7 @@ class LocalStore:
         fields = (a.id, a.key, a.title, a.byline, a.date, a.url, a.source, a.content_hash)
         conn.execute(
             "INSERT INTO articles (id, key, title, byline, date, url, source, content_hash, text, paragraphs, "
-            "passage_count, added_at, info_md5) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "passage_count, added_at, info_md5, layout) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 *fields,
                 w.text,
@@ -789,13 +806,14 @@ class LocalStore:
                 len(w.passages),
                 added_at,
                 info_md5(*fields, len(w.passages), added_at),
+                w.layout.to_json(),
             ),
         )
         ids: list[int] = []
         for p, terms in zip(w.passages, w.terms, strict=True):
             cur = conn.execute(
                 'INSERT INTO passages (id, article_id, ordinal, paragraph, start, "end", text, length, '
-                "text_md5) VALUES (?,?,?,?,?,?,?,?,?)",
+                "text_md5, section, kind) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     p.id if keep_ids else None,  # None: the next AUTOINCREMENT id
                     a.id,
@@ -805,7 +823,9 @@ class LocalStore:
                     p.end,
                     p.text,
                     sum(terms.values()),
-                    passage_md5(a.id, p.ordinal, p.paragraph, p.start, p.end, p.text),
+                    passage_md5(a.id, p.ordinal, p.paragraph, p.start, p.end, p.text, p.section, p.kind),
+                    p.section or None,
+                    p.kind or None,
                 ),
             )
             pid = _row_id(cur)
@@ -842,7 +862,7 @@ class LocalStore:
         """An article with its cleaned text."""
         with self._db(library) as conn:
             row = conn.execute(
-                f"SELECT {self._INFO_COLS}, text, paragraphs FROM articles WHERE id=?", (article_id,)
+                f"SELECT {self._INFO_COLS}, text, paragraphs, layout FROM articles WHERE id=?", (article_id,)
             ).fetchone()
             # A miss is rare (a forgotten article); make sure it is not a damaged index hiding one.
             if (
@@ -853,10 +873,10 @@ class LocalStore:
         if row is None:
             return None
         try:
-            spans = json.loads(row[-1])
+            spans = json.loads(row[-2])
         except (ValueError, RecursionError):
             spans = None  # damaged JSON: refused as unreadable spans
-        return article_from_row(row[:-1], spans, library, self._db_path(library))
+        return article_from_row(row[:-2], spans, library, self._db_path(library), row[-1])
 
     def find_articles(
         self,

@@ -24,7 +24,7 @@ from ...errors import (
     LibraryBusyError,
     StoreUnavailableError,
 )
-from ...types import Article, ArticleInfo, Passage
+from ...types import Article, ArticleInfo, Layout, Passage
 from .. import (
     ArticleWrite,
     Feedback,
@@ -91,6 +91,7 @@ def _article_row(library_id: int, w: ArticleWrite) -> tuple[Any, ...]:
         len(w.passages),
         added_at,
         info_md5(*fields, len(w.passages), added_at),
+        w.layout.to_json(),
     )
 
 
@@ -440,8 +441,8 @@ class PostgresStore:
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO articles (library_id, id, key, title, byline, date, url, source, "
-                "content_hash, text, paragraphs, passage_count, added_at, info_md5) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "content_hash, text, paragraphs, passage_count, added_at, info_md5, layout) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [_article_row(lib.id, w) for w in add],
             )
             passage_rows: list[tuple[Any, ...]] = []
@@ -472,7 +473,11 @@ class PostgresStore:
                             p.text,
                             length,
                             vector,
-                            passage_md5(w.info.id, p.ordinal, p.paragraph, p.start, p.end, p.text),
+                            passage_md5(
+                                w.info.id, p.ordinal, p.paragraph, p.start, p.end, p.text, p.section, p.kind
+                            ),
+                            p.section or None,
+                            p.kind or None,
                         )
                     )
                     posting_rows.extend((lib.id, t, pid, n, length) for t, n in terms.items())
@@ -484,8 +489,22 @@ class PostgresStore:
             _copy(
                 cur,
                 'passages (library_id, id, article_id, ordinal, paragraph, start, "end", text, length, embedding, '
-                "text_md5)",
-                ["int4", "int8", "text", "int4", "int4", "int4", "int4", "text", "int4", "vector", "text"],
+                "text_md5, section, kind)",
+                [
+                    "int4",
+                    "int8",
+                    "text",
+                    "int4",
+                    "int4",
+                    "int4",
+                    "int4",
+                    "text",
+                    "int4",
+                    "vector",
+                    "text",
+                    "text",
+                    "text",
+                ],
                 passage_rows,
             )
             _copy(
@@ -585,14 +604,14 @@ class PostgresStore:
         def run(conn: psycopg.Connection[Any]) -> Any:
             lib = self._lib(conn, library)
             return conn.execute(
-                f"SELECT {_INFO_COLS}, text, paragraphs FROM articles WHERE library_id = %s AND id = %s",
+                f"SELECT {_INFO_COLS}, text, paragraphs, layout FROM articles WHERE library_id = %s AND id = %s",
                 (lib.id, article_id),
             ).fetchone()
 
         row = self._run(run)
         if row is None:
             return None
-        return article_from_row(row[:-1], row[-1], library)
+        return article_from_row(row[:-2], row[-2], library, layout=row[-1])
 
     def find_articles(
         self,
@@ -961,7 +980,7 @@ class PostgresStore:
             lib = self._lib(conn, library)
             cur = conn.cursor(binary=True)
             texts = cur.execute(
-                "SELECT id, text, paragraphs FROM articles WHERE library_id = %s AND id = ANY(%s)",
+                "SELECT id, text, paragraphs, layout FROM articles WHERE library_id = %s AND id = ANY(%s)",
                 (lib.id, ids),
             ).fetchall()
             passages = cur.execute(
@@ -982,7 +1001,7 @@ class PostgresStore:
             return lib.dim, texts, passages, postings, sentences
 
         dim, texts, passage_rows, posting_rows, sentence_rows = self._run(run)
-        text_of = {r[0]: (r[1], tuple(tuple(p) for p in r[2])) for r in texts}
+        text_of = {r[0]: (r[1], tuple(tuple(p) for p in r[2]), r[3]) for r in texts}
         by_article: dict[str, list[tuple[Passage, NDArray[np.float32]]]] = {}
         for r in passage_rows:
             by_article.setdefault(r[1], []).append((passage_from_row(r, library), r[PASSAGE_WIDTH]))
@@ -996,7 +1015,7 @@ class PostgresStore:
         for info in infos:
             if info.id not in text_of:
                 continue  # forgotten since the listing
-            text, paragraphs = text_of[info.id]
+            text, paragraphs, layout = text_of[info.id]
             rows = by_article.get(info.id, [])
             passages = [p for p, _ in rows]
             spans = [(p.ordinal, s, e, v) for p in passages for s, e, v in sentences.get(p.id, [])]
@@ -1005,6 +1024,7 @@ class PostgresStore:
                     info=info,
                     text=text,
                     paragraphs=paragraphs,
+                    layout=Layout.from_json(layout, len(paragraphs)),
                     passages=passages,
                     vectors=_stack([v for _, v in rows], dim),
                     terms=[terms.get(p.id, {}) for p in passages],
