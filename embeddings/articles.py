@@ -292,6 +292,65 @@ def _looks_like_headline(line: str) -> bool:
     return not re.search(r"[,;]$", line) and not (line.endswith(".") and len(words) > 20)
 
 
+# --------------------------------------------------------------------------- headings in plain text
+
+# "3.", "3.2", "IV.", "§ 4": the number of a numbered heading ("3. Protecting Users' Rights.").
+_HEADING_NUMBER = re.compile(
+    r"^(?P<num>\d{1,3}(?:\.\d{1,3})*\.?|[IVXLC]{1,6}\.|§+\s*\d+[\w.]*)\s+(?P<rest>\S.*)$"
+)
+
+
+def plain_heading_level(line: str) -> int | None:
+    """The level of a plain-text line that reads as a heading, else None.
+
+    A heading is short (at most 12 words), has letters, states no date, link or address, and
+    either is numbered ("0. Definitions.", "3.2 Limits") with capitalised words or has no
+    sentence punctuation and is in capitals or title case ("TERMS AND CONDITIONS", "How to
+    Apply These Terms"). Capitals are level 1, numbered headings one level per number part,
+    the rest level 2.
+    """
+    words = line.split()
+    if not 1 <= len(words) <= 12 or len(line) > 100 or not any(c.isalpha() for c in line):
+        return None
+    if "://" in line or "@" in line or parse_date(line) is not None:
+        return None
+    numbered = _HEADING_NUMBER.match(line)
+    rest = numbered.group("rest") if numbered else line
+    if numbered:
+        if not re.search(r"[^.!?…]$|[^.]\.$", rest) or rest.endswith(("!", "?", "…", "..")):
+            return None
+    elif _TERMINAL.search(line):
+        return None
+    significant = [w for w in re.findall(r"[^\W\d_][\w'’-]*", rest) if len(w) >= 4]
+    if significant and sum(w[0].isupper() for w in significant) < 0.7 * len(significant):
+        return None
+    if not significant and not numbered and len(words) > 2:
+        return None
+    if numbered:
+        return 2 + numbered.group("num").rstrip(".").count(".")
+    return 1 if rest.isupper() else 2
+
+
+def _plain_headings(blocks: list[Block], where: str) -> list[Block]:
+    """Plain text's headings made sections: a standalone heading line followed by prose.
+
+    A heading line is not a paragraph (it would be quoted as an answer on its own): it names
+    the section of the paragraphs below it. A run of heading-like lines at the very end has no
+    prose to head and stays text.
+    """
+    levels = [plain_heading_level(b.text) if b.standalone and b.kind != CODE else None for b in blocks]
+    last_prose = max((i for i, level in enumerate(levels) if level is None), default=-1)
+    sections = _Sections()
+    out: list[Block] = []
+    for i, (block, level) in enumerate(zip(blocks, levels, strict=True)):
+        if level is not None and i < last_prose:
+            sections.heading(level, block.text)
+            log.debug("%s: a heading, kept as the section of what follows: %r", where, block.text[:200])
+            continue
+        out.append(replace(block, section=sections.path) if sections.path and not block.section else block)
+    return out
+
+
 # --------------------------------------------------------------------------- paragraphs
 
 
@@ -385,6 +444,8 @@ class Block:
     text: str
     kind: str = ""
     section: str = ""
+    standalone: bool = False
+    """A single line set apart by blank lines in plain text: it may be a heading."""
 
 
 def _assemble(blocks: Iterable[Block]) -> tuple[str, tuple[tuple[int, int], ...], Layout]:
@@ -461,13 +522,15 @@ def clean_article(
     body, body_date = _drop_leading_meta(body)
     date = date or body_date
     if one_paragraph_per_line:
-        candidates = [ln for ln in body if ln]
+        candidates = [Block(ln) for ln in body if ln]
     else:
         blocks = list(_blocks(body))
         wrapped = hard_wrapped if hard_wrapped is not None else _hard_wrapped(blocks)
-        candidates = [p for block in blocks for p in _join_block(block, wrapped)]
+        candidates = [
+            Block(p, standalone=len(block) == 1) for block in blocks for p in _join_block(block, wrapped)
+        ]
     return _finish(
-        [Block(p) for p in candidates],
+        candidates,
         key=key,
         source=source,
         meta=Metadata(title, byline, date, meta.url),
@@ -527,7 +590,7 @@ def _finish(
     while kept and kept[-1].kind != CODE and _is_stray(kept[-1].text):
         stray = kept.pop().text
         log.debug("%s: dropped a paragraph as a trailing ad or widget label: %r", source or key, stray)
-    text, spans, layout = _assemble(kept)
+    text, spans, layout = _assemble(_plain_headings(kept, source or key))
     if not text:
         raise InputError(f"{source or key}: no article text left after cleaning.")
     title = meta.title or fallback_title or _first_words(text)

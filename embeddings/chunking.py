@@ -108,18 +108,22 @@ def chunk_document(
         for (ca, cb), cn in zip(cut, count_tokens([doc.text[x:y] for x, y in cut]), strict=True):
             units.append((para, ca, cb, cn))
 
-    layout = doc.layout
-    passages: list[Passage] = []
-    i = 0
-    while i < len(units):
-        para = units[i][0]
-        total = units[i][3]
-        j = i + 1
+    def end_of(i: int) -> int:
+        """One past the last unit of the passage that starts at unit ``i``."""
+        para, total, j = units[i][0], units[i][3], i + 1
         # Joined sentences can tokenize to a little more than the sum (a space after a
         # quote), so keep one token of slack per sentence.
         while j < len(units) and units[j][0] == para and total + units[j][3] + (j - i) <= spec.max_tokens:
             total += units[j][3]
             j += 1
+        return j
+
+    layout = doc.layout
+    passages: list[Passage] = []
+    i = 0
+    while i < len(units):
+        para = units[i][0]
+        j = end_of(i)
         start, end = units[i][1], units[j - 1][2]
         passages.append(
             Passage(
@@ -136,8 +140,12 @@ def chunk_document(
         if j >= len(units) or units[j][0] != para:
             i = j
         else:
-            # Overlap: start the next passage ``overlap`` sentences back, but always move on.
+            # Overlap: start the next passage ``overlap`` sentences back, but always move on,
+            # and only when that passage reaches further: one that ends where this one ends
+            # would be a piece of this one.
             i = max(i + 1, j - spec.overlap)
+            if end_of(i) <= j:
+                i = j
     return _enforce_budget(passages, spec, count_tokens, token_offsets, doc)
 
 

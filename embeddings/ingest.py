@@ -95,7 +95,11 @@ def passage_sentences(
 
 def _with_section(passage: Passage) -> str:
     """The text a passage is found by in the word index: its section's headings, then its text
-    (a question naming a section finds the passages under it, as a title would)."""
+    (a question naming a section finds the passages under it, as a title would).
+
+    Only the word index: the same prefix on the passage's vector was measured on the document
+    set (R@1 0.778 against 0.833 without it, and one more question declined).
+    """
     return f"{passage.section}\n{passage.text}" if passage.section else passage.text
 
 
@@ -200,7 +204,7 @@ class Ingester:
 
         Progress counts passages; a passage is reported once its sentences are done too.
         """
-        texts = [_with_section(p) for w in writes for p in w.passages]
+        texts = [p.text for w in writes for p in w.passages]
         # A sentence shared by overlapping passages is embedded once.
         spans: dict[tuple[int, int, int], int] = {}
         for wi, w in enumerate(writes):

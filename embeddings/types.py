@@ -152,7 +152,8 @@ class Citation:
     @property
     def heading(self) -> str:
         """The innermost heading of the passage's section, ``""`` when it has none."""
-        return self.section.rsplit(SECTION_SEPARATOR, 1)[-1]
+        # "8. Termination." reads "§ 8. Termination, ¶ 64" in a citation.
+        return self.section.rsplit(SECTION_SEPARATOR, 1)[-1].rstrip(".")
 
     @property
     def place(self) -> str:

@@ -120,9 +120,12 @@ def test_chunking_properties(paragraphs: list[str], budget: int, overlap: int):
         assert enc.count_tokens([p.text])[0] <= budget
         pa, pb = doc.paragraphs[p.paragraph - 1]
         assert pa <= p.start < p.end <= pb
-    # Order is kept.
+    # Order is kept, and each passage reaches further than the one before: a passage that is a
+    # piece of its neighbour (an overlap that could add nothing) is never made.
     starts = [p.start for p in passages]
     assert starts == sorted(starts)
+    for x, y in itertools.pairwise(passages):
+        assert (y.end > x.end and y.start > x.start) or y.paragraph != x.paragraph
     # Every sentence's every character lands in some passage.
     covered = bytearray(len(doc.text))
     for p in passages:

@@ -13,13 +13,14 @@ import re
 import textwrap
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.cli import Terminal
 from bot.render import code_excerpt
 from embeddings import CODE, HashEncoder, Layout
-from embeddings.articles import parse_html, parse_markdown
+from embeddings.articles import Metadata, clean_article, parse_html, parse_markdown
 from embeddings.chunking import ChunkSpec, chunk_document
 from embeddings.library import Library
 from embeddings.store.local import LocalStore
@@ -256,3 +257,65 @@ def test_layout_json_round_trips_and_refuses_what_does_not_fit():
         except ValueError:
             continue
         raise AssertionError(f"accepted {bad}")
+
+
+# ---------------------------------------------------------------------- plain text
+
+
+@st.composite
+def plain_heading(draw: st.DrawFn) -> tuple[str, int]:
+    words = [w.capitalize() for w in _words(draw, 1, 5)]
+    style = draw(st.sampled_from(["numbered", "caps", "title"]))
+    if style == "numbered":
+        number = draw(st.integers(0, 20))
+        sub = draw(st.one_of(st.none(), st.integers(1, 9)))
+        num = f"{number}.{sub}" if sub is not None else f"{number}."
+        dot = draw(st.sampled_from(["", "."]))
+        return f"{num} {' '.join(words)}{dot}", 3 if sub is not None else 2
+    if style == "caps":
+        return " ".join(words).upper(), 1
+    return " ".join(words), 2
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.one_of(st.none(), plain_heading()), prose()), min_size=1, max_size=8),
+    st.integers(40, 90),
+)
+def test_plain_text_headings_become_sections_and_prose_stays_whole(
+    sections: list[tuple[tuple[str, int] | None, str]], width: int
+):
+    blocks: list[str] = []
+    parts: list[Part] = []
+    for heading, text in sections:
+        if heading is not None:
+            blocks.append(heading[0])
+            parts.append(Part("heading", heading[0], heading[1]))
+        blocks.append(textwrap.fill(text, width))
+        parts.append(Part("prose", text))
+    doc = clean_article("\n\n".join(blocks), key="k", meta=Metadata(title="Terms"))
+    assert paragraphs_of(doc) == expected(parts)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "He left.",  # a sentence
+        "Then it rained on the whole town",  # words in lower case: prose, not a title
+        "1. Preheat the oven to the temperature given",  # a numbered step, not a title
+        "Updated March 3, 2024",  # a date line
+        "See https://example.com/terms",  # a link
+    ],
+)
+def test_a_short_line_that_is_not_a_heading_stays_a_paragraph(line: str):
+    text = (
+        f"First paragraph of the text, long enough.\n\n{line}\n\nThe paragraph after it goes on for a while."
+    )
+    doc = clean_article(text, key="k", meta=Metadata(title="T"))
+    assert line in [doc.text[a:b] for a, b in doc.paragraphs] and not any(doc.layout.sections)
+
+
+def test_heading_lines_at_the_end_have_nothing_to_head_and_stay_text():
+    doc = clean_article("Some text here.\n\nEND OF TERMS\n\n1. Appendix", key="k", meta=Metadata(title="T"))
+    assert [doc.text[a:b] for a, b in doc.paragraphs] == ["Some text here.", "END OF TERMS", "1. Appendix"]
+    assert not doc.layout
