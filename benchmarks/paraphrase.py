@@ -165,6 +165,36 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results:
         print(row(name, r))
+    print()
+    print(tradeoff(results))
+
+
+def tradeoff(results: list[tuple[str, EvalResult]]) -> str:
+    """The calibration trade-off: both sets' declining at thresholds around the default.
+
+    It answers "what would it cost to decline paraphrased questions as rarely as SQuAD's": the
+    threshold at which paraphrased in-library questions are wrongly declined no more often than
+    SQuAD's are at the default, and what out-of-library declining falls to there.
+    """
+    default = results[0][1].decline.threshold
+    curves = [dict((round(t, 3), (o, i)) for t, o, i in r.decline.curve) for _, r in results]
+    target = results[0][1].decline.declined_in
+    thresholds = sorted(curves[1])
+    match = max((t for t in thresholds if curves[1][t][1] <= target), default=thresholds[0])
+    shown = sorted({t for t in thresholds if abs(t - default) <= 0.2} | {match})
+    lines = [
+        f"Threshold sweep (default {default:.3f}; * = paraphrased in-library declined <= SQuAD's "
+        f"{target:.3f} at the default):",
+        "",
+        "| threshold | "
+        + " | ".join(f"{name}: out declined | {name}: in wrongly declined" for name, _ in results)
+        + " |",
+        "|---:|" + "---:|" * (2 * len(results)),
+    ]
+    for t in shown:
+        cells = " | ".join(f"{c[t][0]:.3f} | {c[t][1]:.3f}" for c in curves)
+        lines.append(f"| {t:.3f}{' *' if t == match else ''} | {cells} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

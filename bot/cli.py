@@ -24,6 +24,7 @@ from embeddings import (
     Encoder,
     IngestReport,
     Library,
+    NotFoundError,
     Store,
     Summary,
     summarize_text,
@@ -120,6 +121,8 @@ def _answer_json(answer: Answer) -> dict[str, object]:
             "date": best.article.date,
             "paragraph": best.passage.paragraph,
             "section": best.passage.section or None,
+            "page": best.passage.page or None,
+            "page_paragraph": best.passage.page_paragraph or None,
             "url": best.article.url,
         },
         "closest_articles": list(dict.fromkeys(h.article.title for h in answer.hits)),
@@ -265,13 +268,7 @@ class App:
 
 def cmd_ingest(app: App, args: argparse.Namespace) -> int:
     """citebot ingest PATH..."""
-    from embeddings.fetch import Fetcher
-
-    # The command line runs on the operator's own machine, so intranet addresses are allowed
-    # (the Discord /ingest refuses them); time and size limits still apply.
-    fetcher = Fetcher(
-        timeout=app.settings.fetch_timeout, max_bytes=app.settings.fetch_max_bytes, allow_private=True
-    )
+    fetcher = _cli_fetcher(app)
     bar = app.progress("Embedding")
     try:
         # The seeds come first on first use, whatever the first command is.
@@ -307,6 +304,138 @@ def _print_report(app: App, report: IngestReport) -> int:
     )
     print(summary, file=app.err if app.quiet else app.out)
     ok = any(r.status != "skipped" for r in report.results)
+    return EXIT_OK if ok else EXIT_ERROR
+
+
+def _cli_fetcher(app: App) -> Any:
+    """The command line's fetcher: it runs on the operator's own machine, so intranet addresses
+    are allowed (Discord refuses them unless CITEBOT_FETCH_ALLOW lists them); time and size
+    limits still apply."""
+    from embeddings.fetch import Fetcher
+
+    return Fetcher(
+        timeout=app.settings.fetch_timeout, max_bytes=app.settings.fetch_max_bytes, allow_private=True
+    )
+
+
+def _sync_one(app: App, lib: Library, sub: Any, fetcher: Any) -> bool:
+    """One sync pass over one subscription, printed; True when nothing failed."""
+    from embeddings.subscriptions import save_subscription, sync
+
+    s = app.settings
+    report = sync(
+        lib,
+        fetcher,
+        sub,
+        max_pages=s.sync_max_pages,
+        retention_days=s.sync_retention_days,
+        host_delay=s.sync_host_delay,
+    )
+    save_subscription(lib, sub)
+    print(format_sync_report(report, sub.kind), file=app.out)
+    return report.ok
+
+
+def format_sync_report(report: Any, kind: str) -> str:
+    """A sync pass as lines: the counts, then every page that was not unchanged."""
+    counts = (
+        f"{len(report.added)} added, {len(report.replaced)} replaced, {len(report.unchanged)} unchanged, "
+        f"{len(report.forgotten)} forgotten, {len(report.failed)} failed"
+        + (f", {report.deferred} left for the next pass" if report.deferred else "")
+    )
+    lines = [f"{report.subscription} ({kind}): {counts}"]
+    for label, urls in (
+        ("added", report.added),
+        ("replaced", report.replaced),
+        ("forgotten", report.forgotten),
+    ):
+        lines.extend(f"  {label:9}  {u}" for u in urls)
+    lines.extend(f"  failed     {u}: {reason}" for u, reason in report.failed)
+    return "\n".join(lines)
+
+
+def cmd_subscribe(app: App, args: argparse.Namespace) -> int:
+    """citebot subscribe URL"""
+    from embeddings.subscriptions import discover, find_subscription, save_subscription
+
+    fetcher = _cli_fetcher(app)
+    lib = app.seeded_library(args.library)
+    sub = discover(fetcher, args.url)
+    if find_subscription(lib, sub.url) is not None:
+        print(f"Already subscribed to {sub.url}; `citebot sync` fetches what is new.", file=app.out)
+        return EXIT_OK
+    save_subscription(lib, sub)
+    print(
+        f"Subscribed to the {sub.kind} {sub.url}" + (f" ({sub.title})" if sub.title else "") + ".",
+        file=app.out,
+    )
+    return EXIT_OK if _sync_one(app, lib, sub, fetcher) else EXIT_ERROR
+
+
+def cmd_subscriptions(app: App, args: argparse.Namespace) -> int:
+    """citebot subscriptions"""
+    from embeddings.subscriptions import load_subscriptions
+
+    subs = load_subscriptions(app.reading_library(args.library))
+    if args.json:
+        rows = [
+            {
+                "url": s.url,
+                "kind": s.kind,
+                "title": s.title or None,
+                "pages": len(s.pages),
+                "added_at": s.added_at,
+                "last_sync": s.last_sync,
+                "last_error": s.last_error,
+            }
+            for s in subs
+        ]
+        print(json.dumps(rows, indent=2, ensure_ascii=False), file=app.out)
+        return EXIT_OK
+    if not subs:
+        print(
+            "No subscriptions. Add one with `citebot subscribe URL` (a feed, a sitemap or a site).",
+            file=app.out,
+        )
+    for s in subs:
+        state = f"last synced {s.last_sync}" if s.last_sync else "never synced"
+        if s.last_error:
+            state += f"; last error: {s.last_error}"
+        print(f"{s.kind:8} {s.url}  [{len(s.pages)} pages, {state}]", file=app.out)
+    return EXIT_OK
+
+
+def cmd_unsubscribe(app: App, args: argparse.Namespace) -> int:
+    """citebot unsubscribe URL"""
+    from embeddings.subscriptions import find_subscription, unsubscribe
+
+    lib = app.reading_library(args.library)
+    sub = find_subscription(lib, args.url)
+    if sub is None:
+        raise NotFoundError(f"No subscription to {args.url}; `citebot subscriptions` lists them.")
+    forgotten = unsubscribe(lib, sub)
+    print(f"Unsubscribed from {sub.url}; forgot {len(forgotten)} article(s) it had added.", file=app.out)
+    return EXIT_OK
+
+
+def cmd_sync(app: App, args: argparse.Namespace) -> int:
+    """citebot sync: one pass over every subscription of every library (cron-friendly)."""
+    from embeddings.subscriptions import load_subscriptions
+
+    names = [args.library] if args.only_library else app.store.libraries()
+    fetcher = _cli_fetcher(app)
+    ok, passes = True, 0
+    for name in names:
+        reading = app.reading_library(name)
+        subs = load_subscriptions(reading)
+        if not subs:
+            continue
+        lib = app.library(name)
+        for sub in subs:
+            passes += 1
+            ok = _sync_one(app, lib, sub, fetcher) and ok
+    if not passes:
+        print("No subscriptions to sync.", file=app.out)
     return EXIT_OK if ok else EXIT_ERROR
 
 
@@ -703,11 +832,50 @@ def build_parser() -> argparse.ArgumentParser:
         "ingest",
         parents=[common],
         help="add files, folders or URLs of articles",
-        description="Add .txt, .md, .html and .jsonl articles (files, folders or http(s) URLs). "
+        description="Add .txt, .md, .html, .jsonl and .pdf articles (files, folders or http(s) URLs). "
         "Unchanged articles are skipped, changed ones replaced.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser(
+        "subscribe",
+        parents=[common],
+        help="follow a feed, a sitemap or a site",
+        description="Follow an RSS/Atom feed, a sitemap (or sitemap index, gzip too) or a site's page "
+        '(its feed is found through <link rel="alternate">), and add what it lists now. '
+        "`citebot sync` (or `citebot run`, on a schedule) keeps it current.",
+    )
+    p.add_argument("url", metavar="URL")
+    p.set_defaults(func=cmd_subscribe)
+
+    p = sub.add_parser(
+        "subscriptions",
+        parents=[common],
+        help="list the library's subscriptions",
+        description="Each subscription: kind, address, pages it brought in, last sync and last error.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_subscriptions)
+
+    p = sub.add_parser(
+        "unsubscribe",
+        parents=[common],
+        help="stop following a feed or sitemap and forget its articles",
+        description="Remove a subscription and the articles it added.",
+    )
+    p.add_argument("url", metavar="URL")
+    p.set_defaults(func=cmd_unsubscribe)
+
+    p = sub.add_parser(
+        "sync",
+        parents=[common],
+        help="fetch what is new in every subscription (for cron)",
+        description="One pass over every subscription of every library: prints what was added, "
+        "replaced, unchanged, forgotten and failed; exits 1 when something failed.",
+    )
+    p.add_argument("--only-library", action="store_true", help="sync only the library named by --library")
+    p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser(
         "articles",

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-EXTENSIONS = ("bot.cogs.ask", "bot.cogs.articles", "bot.cogs.admin")
+EXTENSIONS = ("bot.cogs.ask", "bot.cogs.articles", "bot.cogs.admin", "bot.cogs.subscriptions")
 """The feature cogs, loaded in this order by ``setup_hook``."""
 
 INVITE_SCOPES = ("bot", "applications.commands")
@@ -313,7 +313,11 @@ class Citebot(commands.AutoShardedBot):
         self.store = store
         self.encoder = encoder
         self.libraries = Libraries(settings, store, encoder)
-        self.fetcher = fetcher or Fetcher(timeout=settings.fetch_timeout, max_bytes=settings.fetch_max_bytes)
+        self.fetcher = fetcher or Fetcher(
+            timeout=settings.fetch_timeout,
+            max_bytes=settings.fetch_max_bytes,
+            allowed_networks=settings.fetch_allow,  # the operator's intranet, if any
+        )
         self.ask_cooldown = UserCooldown(settings.ask_cooldown)
         self.sync_on_start = sync_on_start
         # Model and store work: one queue per server, served in turn (bot/fairness.py); writes

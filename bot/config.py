@@ -6,6 +6,7 @@ database. ``.env.example`` lists them all with a comment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -192,6 +193,23 @@ def _port(name: str) -> Callable[[str], int]:
     return parse
 
 
+def _networks(name: str) -> Callable[[str], tuple[str, ...]]:
+    """Comma-separated networks or addresses ("10.0.0.0/8, 192.168.1.20"), checked as such."""
+
+    def parse(raw: str) -> tuple[str, ...]:
+        out = []
+        for part in (p for p in re.split(r"[\s,]+", raw.strip()) if p):
+            try:
+                out.append(str(ipaddress.ip_network(part, strict=False)))
+            except ValueError:
+                raise ConfigError(
+                    f"{name}: {part!r} is not a network or an address (write 10.0.0.0/8 or 192.168.1.20)."
+                ) from None
+        return tuple(out)
+
+    return parse
+
+
 def _path(raw: str) -> Path:
     return Path(raw).expanduser()
 
@@ -239,6 +257,14 @@ class Settings:
     fetch_max_bytes: int = _setting(
         "CITEBOT_FETCH_MAX_BYTES", _int("CITEBOT_FETCH_MAX_BYTES", 1024), 5_000_000
     )
+    fetch_allow: tuple[str, ...] = _setting("CITEBOT_FETCH_ALLOW", _networks("CITEBOT_FETCH_ALLOW"), ())
+    # Subscriptions (citebot subscribe / sync; /subscribe in Discord).
+    sync_interval: float = _setting("CITEBOT_SYNC_INTERVAL", _positive("CITEBOT_SYNC_INTERVAL"), 3600.0)
+    sync_max_pages: int = _setting("CITEBOT_SYNC_MAX_PAGES", _int("CITEBOT_SYNC_MAX_PAGES", 1), 50)
+    sync_retention_days: int = _setting(
+        "CITEBOT_SYNC_RETENTION_DAYS", _int("CITEBOT_SYNC_RETENTION_DAYS", 1), 90
+    )
+    sync_host_delay: float = _setting("CITEBOT_SYNC_HOST_DELAY", _float("CITEBOT_SYNC_HOST_DELAY"), 1.0)
     max_article_chars: int = _setting(
         "CITEBOT_MAX_ARTICLE_CHARS", _int("CITEBOT_MAX_ARTICLE_CHARS", 1000), DEFAULT_MAX_ARTICLE_CHARS
     )

@@ -36,6 +36,7 @@ from .types import CODE, SECTION_SEPARATOR, Document, Layout
 log = logging.getLogger(__name__)
 
 KIND_BY_SUFFIX = {
+    ".pdf": "pdf",
     ".txt": "txt",
     ".text": "txt",
     ".md": "md",
@@ -300,6 +301,11 @@ _HEADING_NUMBER = re.compile(
 )
 
 
+# Code, formulas and field tables, not headings: "Version ::= INTEGER", "f(x) = {", "CARD32",
+# "N_ALIASES", "-- a comment".
+_CODE_LIKE = re.compile(r"[{}<>=;|\\`_]|::|\w\(|\b[A-Za-z]+\d+\b|^\W")
+
+
 def plain_heading_level(line: str) -> int | None:
     """The level of a plain-text line that reads as a heading, else None.
 
@@ -312,17 +318,21 @@ def plain_heading_level(line: str) -> int | None:
     words = line.split()
     if not 1 <= len(words) <= 12 or len(line) > 100 or not any(c.isalpha() for c in line):
         return None
-    if "://" in line or "@" in line or parse_date(line) is not None:
+    if "://" in line or "@" in line or _CODE_LIKE.search(line) or parse_date(line) is not None:
         return None
     numbered = _HEADING_NUMBER.match(line)
     rest = numbered.group("rest") if numbered else line
     if numbered:
-        if not re.search(r"[^.!?…]$|[^.]\.$", rest) or rest.endswith(("!", "?", "…", "..")):
+        if rest.endswith(("!", "?", "…", "..", ",", ";", ":")) or not rest[:1].isupper():
             return None
-    elif _TERMINAL.search(line):
+    elif _TERMINAL.search(line) or line.endswith(","):
         return None
+    elif len(words) == 1 and line.isupper() and len(line) < 6:
+        return None  # BEGIN, END, NULL: keywords of code more often than headings
     significant = [w for w in re.findall(r"[^\W\d_][\w'’-]*", rest) if len(w) >= 4]
-    if significant and sum(w[0].isupper() for w in significant) < 0.7 * len(significant):
+    title_case = sum(w[0].isupper() for w in significant) >= 0.7 * len(significant)
+    # A numbered heading may be in sentence case ("2.1. Directory layout") when it is short.
+    if significant and not title_case and not (numbered and len(words) <= 6 and not rest.endswith(".")):
         return None
     if not significant and not numbered and len(words) > 2:
         return None
@@ -446,6 +456,8 @@ class Block:
     section: str = ""
     standalone: bool = False
     """A single line set apart by blank lines in plain text: it may be a heading."""
+    page: int = 0
+    """The page the block starts on (PDF), 0 when the source has no pages."""
 
 
 def _assemble(blocks: Iterable[Block]) -> tuple[str, tuple[tuple[int, int], ...], Layout]:
@@ -457,6 +469,7 @@ def _assemble(blocks: Iterable[Block]) -> tuple[str, tuple[tuple[int, int], ...]
     spans: list[tuple[int, int]] = []
     kinds: list[str] = []
     sections: list[str] = []
+    pages: list[int] = []
     pos = 0
     for block in blocks:
         para = block.text.strip("\n").rstrip() if block.kind == CODE else block.text.strip()
@@ -468,8 +481,9 @@ def _assemble(blocks: Iterable[Block]) -> tuple[str, tuple[tuple[int, int], ...]
         parts.append(para)
         kinds.append(block.kind)
         sections.append(block.section)
+        pages.append(block.page)
         pos += len(para)
-    layout = Layout(tuple(kinds), tuple(sections))
+    layout = Layout(tuple(kinds), tuple(sections), tuple(pages) if any(pages) else ())
     return "\n\n".join(parts), tuple(spans), layout if layout else Layout()
 
 
@@ -1050,15 +1064,23 @@ def load_bytes(
     """Parse the bytes of one file (an upload, a download) into articles, or errors.
 
     ``name`` is shown in messages and, without ``kind``, its suffix picks the format;
-    ``kind`` forces one of ``txt``, ``md``, ``html``, ``jsonl``. ``url`` is the article's
-    address when it came from the web.
+    ``kind`` forces one of ``txt``, ``md``, ``html``, ``jsonl``, ``pdf``. ``url`` is the
+    article's address when it came from the web. A PDF is known by its signature too.
     """
+    kind = kind or KIND_BY_SUFFIX.get(Path(name.split("?", 1)[0]).suffix.lower())
+    if kind == "pdf" or data[:1024].lstrip().startswith(b"%PDF-"):
+        from .pdf import parse_pdf  # lazy: PDFium is loaded only for PDFs
+
+        try:
+            yield _with_url(parse_pdf(data, key=key, source=name), url)
+        except InputError as exc:
+            yield exc
+        return
     try:
         text = decode_bytes(data, name)
     except InputError as exc:
         yield exc
         return
-    kind = kind or KIND_BY_SUFFIX.get(Path(name.split("?", 1)[0]).suffix.lower(), "txt")
     try:
         if kind == "jsonl":
             yield from parse_jsonl(text, source=name)

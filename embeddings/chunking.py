@@ -135,6 +135,8 @@ def chunk_document(
                 text=doc.text[start:end],
                 section=layout.section(para),
                 kind=layout.kind(para),
+                page=layout.page(para),
+                page_paragraph=layout.page_paragraph(para),
             )
         )
         if j >= len(units) or units[j][0] != para:

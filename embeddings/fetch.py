@@ -54,6 +54,8 @@ _KIND_BY_MIME = {
     "application/jsonl": "jsonl",
     "application/jsonlines": "jsonl",
     "application/x-jsonlines": "jsonl",
+    "application/pdf": "pdf",
+    "application/x-pdf": "pdf",
 }
 _GENERIC_MIMES = ("", "text/plain", "application/octet-stream", "binary/octet-stream")
 
@@ -240,12 +242,26 @@ def _transport(guard: AddressGuard, deadline: _Deadline | None = None) -> httpx.
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """A downloaded page: its final URL (after redirects), parser kind and body."""
+    """A downloaded page: its final URL (after redirects), parser kind and body.
+
+    ``status`` is 304 (and ``data`` empty) when a conditional fetch found the page unchanged;
+    ``etag`` and ``last_modified`` are the validators to send next time.
+    """
 
     url: str
     kind: str
     content_type: str
     data: bytes
+    status: int = 200
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+def parse_fetched(page: Fetched) -> list[Document | InputError]:
+    """A downloaded page parsed into articles (or per-record errors, for JSONL)."""
+    path = urlsplit(page.url).path.rstrip("/")
+    name = unquote(path.rsplit("/", 1)[-1]) or urlsplit(page.url).hostname or page.url
+    return list(load_bytes(page.data, name=name, key=page.url, url=page.url, kind=page.kind))
 
 
 def _size(n: int) -> str:
@@ -280,13 +296,22 @@ class Fetcher:
 
     def load(self, url: str) -> list[Document | InputError]:
         """Fetch ``url`` and parse it into articles (or per-record errors, for JSONL)."""
-        page = self.fetch(url)
-        path = urlsplit(page.url).path.rstrip("/")
-        name = unquote(path.rsplit("/", 1)[-1]) or urlsplit(page.url).hostname or page.url
-        return list(load_bytes(page.data, name=name, key=page.url, url=page.url, kind=page.kind))
+        return parse_fetched(self.fetch(url))
 
-    def fetch(self, url: str) -> Fetched:
-        """Download ``url``; raise :class:`FetchError` with a readable reason when it fails."""
+    def fetch(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        raw: bool = False,
+    ) -> Fetched:
+        """Download ``url``; raise :class:`FetchError` with a readable reason when it fails.
+
+        ``etag``/``last_modified`` make the request conditional: an unchanged page answers 304
+        and comes back with ``status`` 304 and no body. ``raw`` accepts any content type (feeds,
+        sitemaps, robots.txt) and leaves the body as it came (``kind`` "raw").
+        """
         current = self._check_url(url)
         # One deadline for everything: DNS, connecting, TLS, every header and body byte, every
         # redirect hop. A per-operation timeout alone lets a trickling server hold a fetch open.
@@ -296,6 +321,10 @@ class Fetcher:
             "User-Agent": USER_AGENT,
             "Accept": "text/html,application/xhtml+xml,text/plain,text/markdown;q=0.9,*/*;q=0.1",
         }
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
         with httpx.Client(
             transport=_transport(self.guard, limit),
             timeout=httpx.Timeout(self.timeout),
@@ -310,7 +339,17 @@ class Fetcher:
                         if response.is_redirect and location:  # a 3xx with a Location header
                             current = self._check_url(urljoin(str(response.url), location))
                             continue
-                        return self._read(response, current, deadline)
+                        if response.status_code == 304 and (etag or last_modified):
+                            return Fetched(
+                                current,
+                                "raw",
+                                "",
+                                b"",
+                                304,
+                                response.headers.get("etag") or etag,
+                                response.headers.get("last-modified") or last_modified,
+                            )
+                        return self._read(response, current, deadline, raw=raw)
                 except httpx.TimeoutException:
                     raise FetchError(
                         f"{current} took longer than {self.timeout:g} s to answer. Try again later, "
@@ -352,11 +391,11 @@ class Fetcher:
         if mime.startswith("text/"):
             return "txt"
         raise FetchError(
-            f"{url} is a {mime or 'file of unknown type'}, not a web page or text. Only HTML, "
-            "plain text, Markdown and JSONL can be added."
+            f"{url} is a {mime or 'file of unknown type'}, not a web page, text or PDF. Only HTML, "
+            "plain text, Markdown, JSONL and PDF can be added."
         )
 
-    def _read(self, response: httpx.Response, url: str, deadline: float) -> Fetched:
+    def _read(self, response: httpx.Response, url: str, deadline: float, *, raw: bool = False) -> Fetched:
         status = response.status_code
         if status in (404, 410):
             raise FetchError(f"{url} was not found (HTTP {status}): check the link.")
@@ -366,7 +405,7 @@ class Fetcher:
             raise FetchError(f"{url} answered with an error (HTTP {status}). Try again later.")
         if status >= 300:
             raise FetchError(f"{url} answered HTTP {status} without saying where the page is.")
-        kind = self._kind(response, url)
+        kind = "raw" if raw else self._kind(response, url)
         too_large = FetchError(
             f"{url} is larger than the {_size(self.max_bytes)} limit. Download it and upload a "
             "smaller file, or split it."
@@ -385,11 +424,23 @@ class Fetcher:
             chunks.append(chunk)
         data = b"".join(chunks)
         charset = response.charset_encoding
-        if charset and charset.lower().replace("_", "-") not in ("utf-8", "utf8", "ascii", "us-ascii"):
+        if (
+            kind not in ("pdf", "raw")
+            and charset
+            and charset.lower().replace("_", "-") not in ("utf-8", "utf8", "ascii", "us-ascii")
+        ):
             # The parsers expect UTF-8 (or sniff it); honour the charset the server declared.
             with contextlib.suppress(LookupError, UnicodeDecodeError):  # else the parser sniffs
                 data = data.decode(charset).encode("utf-8")
-        return Fetched(str(response.url), kind, response.headers.get("content-type", ""), data)
+        return Fetched(
+            str(response.url),
+            kind,
+            response.headers.get("content-type", ""),
+            data,
+            status,
+            response.headers.get("etag"),
+            response.headers.get("last-modified"),
+        )
 
 
 __all__ = [

@@ -284,6 +284,17 @@ class Library:
             self.store.write(self.name, [], delete=[info.id])
         return info
 
+    def forget_keys(self, keys: Sequence[str]) -> list[ArticleInfo]:
+        """Remove the articles stored under ``keys`` (their URLs, for pages gone from a
+        subscription); keys with no article are ignored."""
+        if not keys or not self.exists():
+            return []
+        with self._write_lock, self.store.writer(self.name, self.write_timeout):
+            found = self.store.find_articles(self.name, keys=list(keys))
+            if found:
+                self.store.write(self.name, [], delete=[a.id for a in found])
+        return found
+
     def rebuild(self, progress: ProgressFn | None = None) -> IngestReport:
         """Re-chunk and re-embed every stored article with the current model and settings.
 

@@ -24,9 +24,10 @@ class Layout:
 
     kinds: tuple[str, ...] = ()
     sections: tuple[str, ...] = ()
+    pages: tuple[int, ...] = ()
 
     def __bool__(self) -> bool:
-        return any(self.kinds) or any(self.sections)
+        return any(self.kinds) or any(self.sections) or any(self.pages)
 
     def kind(self, number: int) -> str:
         """The kind of paragraph ``number`` (1-based): ``""`` for prose."""
@@ -36,11 +37,28 @@ class Layout:
         """The section path of paragraph ``number`` (1-based), ``""`` when it has none."""
         return self.sections[number - 1] if 0 < number <= len(self.sections) else ""
 
+    def page(self, number: int) -> int:
+        """The page paragraph ``number`` (1-based) starts on, 0 when the article has no pages."""
+        return self.pages[number - 1] if 0 < number <= len(self.pages) else 0
+
+    def page_paragraph(self, number: int) -> int:
+        """Paragraph ``number``'s place on its page (1-based), 0 when the article has no pages."""
+        page = self.page(number)
+        if not page:
+            return 0
+        first = number
+        while first > 1 and self.pages[first - 2] == page:
+            first -= 1
+        return number - first + 1
+
     def to_json(self) -> str | None:
         """The stored form, or None for a plain article (nothing to store)."""
         if not self:
             return None
-        return json.dumps({"kinds": list(self.kinds), "sections": list(self.sections)}, ensure_ascii=False)
+        data: dict[str, list[str] | list[int]] = {"kinds": list(self.kinds), "sections": list(self.sections)}
+        if self.pages:
+            data["pages"] = list(self.pages)
+        return json.dumps(data, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, value: str | None, paragraph_count: int) -> Layout:
@@ -50,13 +68,13 @@ class Layout:
         data = json.loads(value)
         if not isinstance(data, dict):
             raise ValueError("a layout is an object")
-        kinds, sections = data.get("kinds", []), data.get("sections", [])
-        for values in (kinds, sections):
-            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-                raise ValueError("a layout holds lists of strings")
+        kinds, sections, pages = data.get("kinds", []), data.get("sections", []), data.get("pages", [])
+        for values, kind in ((kinds, str), (sections, str), (pages, int)):
+            if not isinstance(values, list) or not all(type(v) is kind for v in values):
+                raise ValueError("a layout holds lists of strings and page numbers")
             if values and len(values) != paragraph_count:
                 raise ValueError("a layout has one entry per paragraph")
-        return cls(tuple(kinds), tuple(sections))
+        return cls(tuple(kinds), tuple(sections), tuple(pages))
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +135,9 @@ class Passage:
     """A piece of one paragraph, sized to the model's window.
 
     ``start``/``end`` are offsets into the article's cleaned text; ``paragraph`` is 1-based;
-    ``ordinal`` is the passage's position within its article. ``section`` and ``kind`` are its
-    paragraph's, from the article's :class:`Layout`.
+    ``ordinal`` is the passage's position within its article. ``section``, ``kind``, ``page``
+    and ``page_paragraph`` (its paragraph's place on that page) are its paragraph's, from the
+    article's :class:`Layout` (0 for an article without pages).
     """
 
     article_id: str
@@ -130,6 +149,8 @@ class Passage:
     id: int = -1
     section: str = ""
     kind: str = ""
+    page: int = 0
+    page_paragraph: int = 0
 
     @property
     def is_code(self) -> bool:
@@ -148,6 +169,8 @@ class Citation:
     paragraph: int
     url: str | None
     section: str = ""
+    page: int = 0
+    page_paragraph: int = 0
 
     @property
     def heading(self) -> str:
@@ -157,8 +180,10 @@ class Citation:
 
     @property
     def place(self) -> str:
-        """Where in the article: "§ Ownership Rules, ¶ 3", or "¶ 3" in an article without headings."""
-        return (f"§ {self.heading}, " if self.section else "") + f"¶ {self.paragraph}"
+        """Where in the article: "§ Ownership Rules, ¶ 3"; "p. 4, ¶ 2" (the second paragraph
+        of page 4) in a paged document; "¶ 3" in an article without either."""
+        where = f"p. {self.page}, ¶ {self.page_paragraph}" if self.page else f"¶ {self.paragraph}"
+        return (f"§ {self.heading}, " if self.section else "") + where
 
     def format(self) -> str:
         """One line: title, byline, date, section and paragraph, and link when known."""
@@ -189,7 +214,9 @@ class Hit:
         """The citation for this passage."""
         a = self.article
         p = self.passage
-        return Citation(a.id, a.title, a.byline, a.date, p.paragraph, a.url, p.section)
+        return Citation(
+            a.id, a.title, a.byline, a.date, p.paragraph, a.url, p.section, p.page, p.page_paragraph
+        )
 
 
 @dataclass(frozen=True, slots=True)

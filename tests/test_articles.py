@@ -246,8 +246,8 @@ def test_bad_files_give_reasons(tmp_path: Path, content: bytes, reason: str):
 def test_expand_paths_reports_empty_folder_and_unsupported(tmp_path: Path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    (tmp_path / "x.pdf").write_bytes(b"%PDF")
-    files, problems = expand_paths([empty, tmp_path / "x.pdf", tmp_path / "missing.txt"])
+    (tmp_path / "x.docx").write_bytes(b"PK")
+    files, problems = expand_paths([empty, tmp_path / "x.docx", tmp_path / "missing.txt"])
     assert files == []
     text = " | ".join(str(p) for p in problems)
     assert "no files to ingest" in text and "unsupported file type" in text and "no such file" in text

@@ -35,6 +35,9 @@ from bot.testing import (
 from embeddings import Document, HashEncoder, LocalStore
 from embeddings.fetch import Fetcher
 
+from .test_pdf import PAGES, make_pdf
+from .test_subscriptions import site  # noqa: F401  (the fixture)
+
 PAGE = b"""<!doctype html><html><head><title>Otters in the city canals</title></head><body><article>
 <h1>Otters in the city canals</h1>
 <p>Otters have been seen in the city canals for the first time in forty years, according to the
@@ -174,7 +177,7 @@ async def test_ingest_explains_bad_input_before_deferring(admin_bot: FakeDiscord
     cases = [
         ({}, "Give me either a file or a url"),
         ({"url": web, "file": attachment_payload("a.txt", b"x")}, "Give me either a file or a url"),
-        ({"file": attachment_payload("report.pdf", b"%PDF")}, "I can't read .pdf"),
+        ({"file": attachment_payload("report.docx", b"PK")}, "I can't read .docx"),
         ({"file": attachment_payload("huge.txt", b"x" * 200_000)}, "the limit is 0.1 MB"),
     ]
     for options, message in cases:
@@ -296,13 +299,26 @@ async def test_owner_sync_command(admin_bot: FakeDiscord):
     put = [s for s in admin_bot.recorder.sent if s.method == "PUT"]
     assert [s.path for s in put] == ["/applications/{application_id}/commands"]
     assert {c["name"] for c in put[0].payload} >= {"ask", "summary", "articles", "ingest", "forget", "help"}
-    assert admin_bot.recorder.last("channel").content.startswith("Synced 7 global command(s)")
+    assert admin_bot.recorder.last("channel").content.startswith("Synced 10 global command(s)")
 
     admin_bot.recorder.clear()
     await admin_bot.bot.process_commands(said("sync here", OWNER_ID))
     put = [s for s in admin_bot.recorder.sent if s.method == "PUT"]
     assert [s.url.rsplit("/guilds/", 1)[1] for s in put] == [f"{GUILD_A}/commands"]
-    assert admin_bot.recorder.last("channel").content == "Synced 7 command(s) to this server."
+    assert admin_bot.recorder.last("channel").content == "Synced 10 command(s) to this server."
+
+
+async def test_a_pdf_attachment_is_ingested_and_answers_cite_its_page(admin_bot: FakeDiscord):
+    data = make_pdf(PAGES, title="Harbour Manual")
+    attachment = attachment_payload("manual.pdf", data)
+    admin_bot.http.cdn[attachment["url"]] = data
+    sent = await ingest(admin_bot, file=attachment)
+    assert "✅ Added “Harbour Manual”" in (sent[-1].embeds[0].description or "")
+    admin_bot.recorder.clear()
+    await admin_bot.slash("ask", question="When does the harbour master ring the brass bell?")
+    (embed,) = admin_bot.recorder.last("followup").embeds
+    assert embed.author.name == "Harbour Manual" and (embed.footer.text or "").endswith(" · p. 3, ¶ 2")
+    assert "brass bell at noon" in (embed.description or "")
 
 
 async def test_ingested_library_answers(admin_bot: FakeDiscord):
@@ -355,3 +371,57 @@ async def test_huge_passage_and_300_character_title_stay_within_discords_limits(
         assert render.embed_problems(full) == []
         assert len(full.description or "") > 3 * render.ANSWER_BUDGET  # the rest, as much as Discord allows
     store.close()
+
+
+# ---------------------------------------------------------------------- subscriptions
+
+
+async def test_subscribe_list_sync_and_unsubscribe_in_discord(admin_bot: FakeDiscord, site: str):  # noqa: F811
+    from bot.cogs.subscriptions import Subscriptions
+
+    from .test_subscriptions import Site, article, urlset
+
+    Site.pages = {
+        "/a": ("text/html", article("Tides", "The tide turns at noon.")),
+        "/sitemap.xml": ("application/xml", urlset(site, [("/a", "2026-01-01")])),
+    }
+    await admin_bot.slash(
+        "subscribe", user_id=ADMIN_ID, permissions=MEMBER_PERMISSIONS, url=f"{site}/sitemap.xml"
+    )
+    assert "Manage Server" in admin_bot.recorder.last("message").content
+    await admin_bot.slash(
+        "subscribe", user_id=ADMIN_ID, permissions=ADMIN_PERMISSIONS, url=f"{site}/sitemap.xml"
+    )
+    (embed,) = admin_bot.recorder.last("followup").embeds
+    assert embed.title == f"Synced the sitemap {site}/sitemap.xml"
+    assert (embed.description or "").startswith("1 added") and render.embed_problems(embed) == []
+    assert [a.title for a in admin_bot.bot.libraries.get(GUILD_A).articles()] == ["Tides"]
+    assert not admin_bot.bot.libraries.get(GUILD_B).exists()  # per server
+    await admin_bot.slash(
+        "subscribe", user_id=ADMIN_ID, permissions=ADMIN_PERMISSIONS, url=f"{site}/sitemap.xml"
+    )
+    assert "already follows" in admin_bot.recorder.last("followup").content
+
+    # The scheduled pass (run here at once): a new page arrives, the old one leaves.
+    Site.pages["/b"] = ("text/html", article("Cranes", "Cranes lift the containers."))
+    Site.pages["/sitemap.xml"] = ("application/xml", urlset(site, [("/b", "2026-02-01")]))
+    cog = admin_bot.bot.get_cog("Subscriptions")
+    assert isinstance(cog, Subscriptions)
+    await cog.sync_servers()
+    await admin_bot.slash("subscriptions", user_id=ADMIN_ID, permissions=ADMIN_PERMISSIONS)
+    (embed,) = admin_bot.recorder.last("followup").embeds
+    shown = site.replace("://", ":\u200b//")  # addresses are shown as text, never as links
+    assert f"sitemap {shown}/sitemap.xml · 1 pages · synced" in (embed.description or "")
+
+    await admin_bot.slash(
+        "unsubscribe", user_id=ADMIN_ID, permissions=ADMIN_PERMISSIONS, url=f"{site}/sitemap.xml"
+    )
+    ask = admin_bot.recorder.last("followup")
+    assert "will be forgotten" in ask.content
+    (button,) = [c for c in ask.custom_ids if c.startswith("citebot:unsub:")]
+    await admin_bot.click(ask, button, user_id=USER_ID)  # a plain member may not
+    assert "Manage Server" in admin_bot.recorder.last("message").content
+    await admin_bot.click(ask, button, user_id=ADMIN_ID, permissions=ADMIN_PERMISSIONS)
+    assert "forgot the 1 article(s)" in admin_bot.recorder.last("followup").content
+    await admin_bot.slash("subscriptions", user_id=ADMIN_ID, permissions=ADMIN_PERMISSIONS)
+    assert "follows no feed or sitemap" in admin_bot.recorder.last("followup").content

@@ -113,6 +113,9 @@ async def test_help_lists_every_command(list_bot: FakeDiscord):
         "/help",
         "/ingest [file] [url]",
         "/forget article",
+        "/subscribe url",
+        "/subscriptions",
+        "/unsubscribe url",
         "Apps → Ask citebot",
     ]
     assert all(f.value for f in embed.fields)

@@ -28,7 +28,18 @@ from embeddings import CorruptIndexError, Feedback, HashEncoder, Library, LocalS
 
 from .conftest import ROOT
 
-COMMANDS = {"ask", "articles", "summary", "help", "ingest", "forget", "Ask citebot"}
+COMMANDS = {
+    "ask",
+    "articles",
+    "summary",
+    "help",
+    "ingest",
+    "forget",
+    "subscribe",
+    "subscriptions",
+    "unsubscribe",
+    "Ask citebot",
+}
 
 
 @pytest.fixture
@@ -42,13 +53,13 @@ def hash_settings(tmp_path: Path) -> Settings:
 async def test_setup_hook_loads_cogs_and_syncs_globally(hash_settings: Settings):
     store = LocalStore(hash_settings.data_dir)
     async with running_bot(hash_settings, store, HashEncoder()) as fake:
-        assert set(fake.bot.cogs) == {"Ask", "Articles", "Admin"}
+        assert set(fake.bot.cogs) == {"Ask", "Articles", "Admin", "Subscriptions"}
         puts = [s for s in fake.startup if s.method == "PUT"]
         assert [s.path for s in puts] == ["/applications/{application_id}/commands"]
         synced = {c["name"]: c for c in puts[0].payload}
         assert set(synced) == COMMANDS
         manage_guild = discord.Permissions(manage_guild=True).value
-        for name in ("ingest", "forget"):
+        for name in ("ingest", "forget", "subscribe", "subscriptions", "unsubscribe"):
             assert synced[name]["default_member_permissions"] == manage_guild
             assert synced[name]["contexts"] == [0]  # servers only
         assert synced["ask"]["default_member_permissions"] is None
@@ -73,7 +84,7 @@ async def test_shards_are_passed_through_and_only_shard_zero_syncs(hash_settings
         assert isinstance(fake.bot, discord.AutoShardedClient)
         assert fake.bot.shard_count == 4 and fake.bot.shard_ids == [2, 3]
         assert [s for s in fake.startup if s.method == "PUT"] == []
-        assert set(fake.bot.cogs) == {"Ask", "Articles", "Admin"}  # still serves its servers
+        assert set(fake.bot.cogs) == {"Ask", "Articles", "Admin", "Subscriptions"}  # still serves its servers
     async with running_bot(replace(settings, shard_ids=(0, 1)), store, HashEncoder()) as fake:
         assert len([s for s in fake.startup if s.method == "PUT"]) == 1
     store.close()

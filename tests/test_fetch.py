@@ -16,6 +16,8 @@ import pytest
 from embeddings import Document, FetchError
 from embeddings.fetch import Fetcher, refusal_reason
 
+from .test_pdf import make_pdf
+
 ARTICLE_HTML = b"""<!doctype html><html><head><title>Harbour seals return to the estuary</title>
 <meta name="author" content="Mia Lund"></head><body><article>
 <h1>Harbour seals return to the estuary</h1>
@@ -62,6 +64,9 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/latin1.txt":
             body = "Café society\n\nThe café on the quay sells crème brûlée to seal watchers.\n"
             self._send(200, body.encode("latin-1"), "text/plain; charset=iso-8859-1")
+        elif path == "/manual.pdf":
+            # A binary type with a charset (some servers add one to everything): never re-encoded.
+            self._send(200, MANUAL_PDF, "application/pdf; charset=iso-8859-1")
         elif path == "/missing":
             self._send(404, b"not here", "text/plain")
         elif path == "/image.png":
@@ -105,6 +110,13 @@ class Handler(BaseHTTPRequestHandler):
             self._send(302, b"", "text/plain", {"Location": "/loop"})
         else:
             self._send(404, b"", "text/plain")
+
+
+MANUAL_PDF = make_pdf(
+    [["The harbour master rings the brass bell at noon, so that the crews know the tide is turning."]],
+    header=None,
+    title="Harbour Manual",
+)
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +216,13 @@ def test_connects_to_the_vetted_address_and_keeps_the_host_name(server: str):
     assert calls == ["news.test"]
 
 
+def test_a_pdf_link_is_read_as_a_pdf(server: str, local: Fetcher):
+    (doc,) = local.load(f"{server}/manual.pdf")
+    assert isinstance(doc, Document)
+    assert doc.title == "Harbour Manual" and doc.url == f"{server}/manual.pdf"
+    assert "brass bell at noon" in doc.text and doc.layout.pages == (1,)
+
+
 def test_redirects_are_followed_and_each_hop_is_checked(server: str, local: Fetcher):
     (doc,) = local.load(f"{server}/redirect-ok")
     assert isinstance(doc, Document) and doc.url == f"{server}/article.html"
@@ -224,7 +243,7 @@ def test_size_cap_holds_with_and_without_content_length(server: str, local: Fetc
     ("path", "message"),
     [
         ("/missing", r"was not found \(HTTP 404\)"),
-        ("/image.png", "is a image/png, not a web page or text"),
+        ("/image.png", "is a image/png, not a web page, text or PDF"),
     ],
 )
 def test_http_errors_and_binary_files_are_explained(server: str, local: Fetcher, path: str, message: str):

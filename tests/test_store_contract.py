@@ -31,11 +31,12 @@ from embeddings import (
     NotFoundError,
     Store,
 )
-from embeddings.articles import assemble, parse_markdown
+from embeddings.articles import assemble, load_bytes, parse_markdown
 from embeddings.lexical import Analyzer
 from embeddings.types import Layout
 
 from .conftest import SEED
+from .test_pdf import PAGES, make_pdf
 
 
 def stats(store: Store, library: str, terms: list[str]) -> tuple[int, float, dict[str, int]]:
@@ -509,9 +510,27 @@ def test_sections_and_code_are_stored_cited_and_exported(any_store: Store, enc: 
     assert [w.layout for w in exported] == [guide.layout, Layout()]
 
 
-@pytest.mark.parametrize("what", LAYOUT_ALTERATIONS)
+def test_pages_are_stored_and_cited(any_store: Store, enc: HashEncoder):
+    (manual,) = load_bytes(make_pdf(PAGES, title="Harbour Manual"), name="manual.pdf", key="manual")
+    assert not isinstance(manual, InputError)
+    lib = Library(any_store, enc, "test")
+    lib.ingest([manual])
+    (info,) = lib.articles()
+    stored = any_store.get_article("test", info.id)
+    assert stored is not None and stored.layout == manual.layout and stored.layout.pages
+    assert lib.ask("When does the harbour master ring the brass bell?").hits[0].citation.place == "p. 3, ¶ 2"
+
+
+@pytest.mark.parametrize("what", [*LAYOUT_ALTERATIONS, "page"])
 def test_an_altered_section_or_layout_is_refused(any_store: Store, enc: HashEncoder, what: str):
     lib = Library(any_store, enc, "test")
+    if what == "page":
+        (manual,) = load_bytes(make_pdf(PAGES, title="Harbour Manual"), name="manual.pdf", key="manual")
+        lib.ingest([manual])
+        _execute(any_store, "UPDATE passages SET page = page + 1")
+        with pytest.raises(CorruptIndexError, match="checksum"):
+            Library(any_store, enc, "test").ask("When does the harbour master ring the brass bell?")
+        return
     lib.ingest([parse_markdown(GUIDE_MD, key="guide", source="guide.md")])
     _execute(any_store, LAYOUT_ALTERATIONS[what])
     fresh = Library(any_store, enc, "test")
@@ -519,6 +538,21 @@ def test_an_altered_section_or_layout_is_refused(any_store: Store, enc: HashEnco
         fresh.ask("How long do cats sleep?")
         fresh.summarize("Cat care")
     assert not caught.value.rebuildable
+
+
+def test_subscriptions_are_kept_per_library(any_store: Store):
+    any_store.put_subscription("test", "https://a.example/feed.xml", '{"kind": "feed"}')
+    any_store.put_subscription("test", "https://b.example/sitemap.xml", '{"kind": "sitemap"}')
+    any_store.put_subscription("test", "https://a.example/feed.xml", '{"kind": "feed", "etag": "x"}')
+    any_store.put_subscription("other", "https://c.example/feed.xml", "{}")
+    assert any_store.subscriptions("test") == {
+        "https://a.example/feed.xml": '{"kind": "feed", "etag": "x"}',
+        "https://b.example/sitemap.xml": '{"kind": "sitemap"}',
+    }
+    assert any_store.delete_subscription("test", "https://b.example/sitemap.xml")
+    assert not any_store.delete_subscription("test", "https://b.example/sitemap.xml")
+    assert list(any_store.subscriptions("test")) == ["https://a.example/feed.xml"]
+    assert list(any_store.subscriptions("other")) == ["https://c.example/feed.xml"]
 
 
 # ---------------------------------------------------------------------- both stores side by side

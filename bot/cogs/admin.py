@@ -129,7 +129,7 @@ class Admin(commands.Cog):
 
     @app_commands.command(name="ingest")
     @app_commands.describe(
-        file="A .txt, .md, .html or .jsonl file to add",
+        file="A .txt, .md, .html, .jsonl or .pdf file to add",
         url="A link to a web page or text file to add",
     )
     @app_commands.guild_only()
@@ -150,7 +150,7 @@ class Admin(commands.Cog):
             suffix = Path(file.filename).suffix.lower()
             if suffix not in SUPPORTED_SUFFIXES:
                 raise UserError(
-                    f"I can't read {suffix or 'files without an extension'}: upload a .txt, .md, "
+                    f"I can't read {suffix or 'files without an extension'}: upload a .txt, .md, .pdf, "
                     ".html or .jsonl file."
                 )
             if file.size > limit:

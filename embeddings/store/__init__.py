@@ -234,6 +234,18 @@ class Store(Protocol):
     def list_feedback(self, library: str, limit: int = 100) -> list[Feedback]:
         """The newest votes first."""
 
+    def subscriptions(self, library: str) -> dict[str, str]:
+        """The library's subscriptions: URL -> state (JSON text written by the caller)."""
+        ...
+
+    def put_subscription(self, library: str, url: str, state: str) -> None:
+        """Add a subscription or replace its state."""
+        ...
+
+    def delete_subscription(self, library: str, url: str) -> bool:
+        """Remove a subscription; True if there was one."""
+        ...
+
     def get_cached(self, library: str, kind: str, key: str) -> str | None:
         """A cached value (e.g. a summary), or None."""
 

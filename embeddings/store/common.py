@@ -22,7 +22,9 @@ from . import SentenceRow, article_info
 
 T = TypeVar("T")
 
-PASSAGE_COLUMNS = 'id, article_id, ordinal, paragraph, start, "end", text, text_md5, section, kind'
+PASSAGE_COLUMNS = (
+    'id, article_id, ordinal, paragraph, start, "end", text, text_md5, section, kind, page, page_paragraph'
+)
 """The columns :func:`passage_from_row` reads, in order."""
 PASSAGE_WIDTH = PASSAGE_COLUMNS.count(",") + 1
 """How many columns that is (a query may select more after them)."""
@@ -37,7 +39,7 @@ _ROW_CHECKSUM = "r1:"
 """The prefix of a passage checksum over the whole row (a bare md5 covers the text alone: rows
 written before the row checksum existed keep that and are checked as far as it goes)."""
 _LAID_OUT_CHECKSUM = "r2:"
-"""The prefix of the checksum of a passage with a section or a kind: those are covered too."""
+"""The prefix of the checksum of a passage with a section, a kind or a page: those are covered too."""
 
 
 def passage_md5(
@@ -49,11 +51,14 @@ def passage_md5(
     text: str,
     section: str = "",
     kind: str = "",
+    page: int = 0,
+    page_paragraph: int = 0,
 ) -> str:
     """The checksum stored with a passage: its text and everything its citation is made of."""
     fields: tuple[object, ...] = (article_id, ordinal, paragraph, start, end, text)
-    if section or kind:
-        return _LAID_OUT_CHECKSUM + text_md5("\x1f".join(map(str, (*fields, section, kind))))
+    if section or kind or page:
+        laid_out = (*fields, section, kind, *((page, page_paragraph) if page else ()))
+        return _LAID_OUT_CHECKSUM + text_md5("\x1f".join(map(str, laid_out)))
     return _ROW_CHECKSUM + text_md5("\x1f".join(map(str, fields)))
 
 
@@ -109,11 +114,15 @@ def passage_from_row(row: Sequence[Any], library: str, location: str | None = No
     text or citation changed inside the database (a flipped byte, an edit by hand) is refused,
     never quoted. Rows written before checksums existed (``text_md5`` NULL) are not checked.
     """
-    pid, article_id, ordinal, paragraph, start, end, text, md5, section, kind = row[:PASSAGE_WIDTH]
-    section, kind = section or "", kind or ""
+    pid, article_id, ordinal, paragraph, start, end, text, md5, section, kind, page, on_page = row[
+        :PASSAGE_WIDTH
+    ]
+    section, kind, page, on_page = section or "", kind or "", page or 0, on_page or 0
     if md5 is not None:
         if str(md5).startswith((_ROW_CHECKSUM, _LAID_OUT_CHECKSUM)):
-            expected = passage_md5(article_id, ordinal, paragraph, start, end, text, section, kind)
+            expected = passage_md5(
+                article_id, ordinal, paragraph, start, end, text, section, kind, page, on_page
+            )
         else:
             expected = text_md5(str(text))
         if expected != md5:
@@ -129,6 +138,8 @@ def passage_from_row(row: Sequence[Any], library: str, location: str | None = No
             id=int(pid),
             section=str(section),
             kind=str(kind),
+            page=int(page),
+            page_paragraph=int(on_page),
         )
     except (TypeError, ValueError):  # a damaged record: a number read back as NULL or text
         raise _altered(library, f"a passage (passage {pid})", location) from None

@@ -104,7 +104,9 @@ CREATE TABLE IF NOT EXISTS passages (
     length INTEGER NOT NULL,
     text_md5 TEXT,
     section TEXT,
-    kind TEXT
+    kind TEXT,
+    page INTEGER,
+    page_paragraph INTEGER
 );
 CREATE INDEX IF NOT EXISTS passages_article ON passages(article_id, ordinal);
 CREATE TABLE IF NOT EXISTS sentences (
@@ -130,6 +132,10 @@ CREATE TABLE IF NOT EXISTS feedback (
     user TEXT NOT NULL,
     created_at TEXT NOT NULL,
     extra TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    url TEXT PRIMARY KEY,
+    state TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS cache (
     kind TEXT NOT NULL,
@@ -189,7 +195,7 @@ def _holder(owner_file: Path) -> str | None:
 # open (NULL: "not recorded", which every reader accepts).
 _LATER_COLUMNS = {
     "articles": ("info_md5", "layout"),
-    "passages": ("text_md5", "section", "kind"),
+    "passages": ("text_md5", "section", "kind", "page", "page_paragraph"),
 }
 
 
@@ -205,7 +211,8 @@ def _add_checksums(conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         for table, columns in missing.items():
             for column in columns:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+                kind = "INTEGER" if column.startswith("page") else "TEXT"
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         if "text_md5" in missing["passages"]:
             rows = conn.execute('SELECT id, article_id, ordinal, paragraph, start, "end", text FROM passages')
             conn.executemany(
@@ -813,7 +820,7 @@ class LocalStore:
         for p, terms in zip(w.passages, w.terms, strict=True):
             cur = conn.execute(
                 'INSERT INTO passages (id, article_id, ordinal, paragraph, start, "end", text, length, '
-                "text_md5, section, kind) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "text_md5, section, kind, page, page_paragraph) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     p.id if keep_ids else None,  # None: the next AUTOINCREMENT id
                     a.id,
@@ -823,9 +830,22 @@ class LocalStore:
                     p.end,
                     p.text,
                     sum(terms.values()),
-                    passage_md5(a.id, p.ordinal, p.paragraph, p.start, p.end, p.text, p.section, p.kind),
+                    passage_md5(
+                        a.id,
+                        p.ordinal,
+                        p.paragraph,
+                        p.start,
+                        p.end,
+                        p.text,
+                        p.section,
+                        p.kind,
+                        p.page,
+                        p.page_paragraph,
+                    ),
                     p.section or None,
                     p.kind or None,
+                    p.page or None,
+                    p.page_paragraph or None,
                 ),
             )
             pid = _row_id(cur)
@@ -1113,6 +1133,33 @@ class LocalStore:
                 (limit,),
             ).fetchall()
         return [Feedback(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+
+    def subscriptions(self, library: str) -> dict[str, str]:
+        """The library's subscriptions: URL -> state (JSON text written by the caller)."""
+        with self._db(library) as conn:
+            if not self._has_subscriptions(conn):
+                return {}
+            return dict(conn.execute("SELECT url, state FROM subscriptions ORDER BY url").fetchall())
+
+    def put_subscription(self, library: str, url: str, state: str) -> None:
+        """Add a subscription or replace its state."""
+        with self._db(library, create=True) as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS subscriptions (url TEXT PRIMARY KEY, state TEXT NOT NULL)"
+            )
+            conn.execute("INSERT OR REPLACE INTO subscriptions (url, state) VALUES (?, ?)", (url, state))
+
+    def delete_subscription(self, library: str, url: str) -> bool:
+        """Remove a subscription; True if there was one."""
+        with self._db(library) as conn:
+            if not self._has_subscriptions(conn):
+                return False
+            return conn.execute("DELETE FROM subscriptions WHERE url=?", (url,)).rowcount == 1
+
+    @staticmethod
+    def _has_subscriptions(conn: sqlite3.Connection) -> bool:
+        # A library made before subscriptions existed has no table until one is added.
+        return conn.execute("SELECT 1 FROM sqlite_schema WHERE name='subscriptions'").fetchone() is not None
 
     def get_cached(self, library: str, kind: str, key: str) -> str | None:
         """A cached value or None."""

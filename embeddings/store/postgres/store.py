@@ -474,10 +474,21 @@ class PostgresStore:
                             length,
                             vector,
                             passage_md5(
-                                w.info.id, p.ordinal, p.paragraph, p.start, p.end, p.text, p.section, p.kind
+                                w.info.id,
+                                p.ordinal,
+                                p.paragraph,
+                                p.start,
+                                p.end,
+                                p.text,
+                                p.section,
+                                p.kind,
+                                p.page,
+                                p.page_paragraph,
                             ),
                             p.section or None,
                             p.kind or None,
+                            p.page or None,
+                            p.page_paragraph or None,
                         )
                     )
                     posting_rows.extend((lib.id, t, pid, n, length) for t, n in terms.items())
@@ -489,21 +500,10 @@ class PostgresStore:
             _copy(
                 cur,
                 'passages (library_id, id, article_id, ordinal, paragraph, start, "end", text, length, embedding, '
-                "text_md5, section, kind)",
+                "text_md5, section, kind, page, page_paragraph)",
                 [
-                    "int4",
-                    "int8",
-                    "text",
-                    "int4",
-                    "int4",
-                    "int4",
-                    "int4",
-                    "text",
-                    "int4",
-                    "vector",
-                    "text",
-                    "text",
-                    "text",
+                    *("int4", "int8", "text", "int4", "int4", "int4", "int4", "text", "int4", "vector"),
+                    *("text", "text", "text", "int4", "int4"),
                 ],
                 passage_rows,
             )
@@ -917,6 +917,42 @@ class PostgresStore:
             ).fetchall()
 
         return [Feedback(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in self._run(run)]
+
+    def subscriptions(self, library: str) -> dict[str, str]:
+        """The library's subscriptions: URL -> state (JSON text written by the caller)."""
+
+        def run(conn: psycopg.Connection[Any]) -> list[Any]:
+            lib = self._lib(conn, library)
+            return conn.execute(
+                "SELECT url, state FROM subscriptions WHERE library_id = %s ORDER BY url", (lib.id,)
+            ).fetchall()
+
+        return {str(url): str(state) for url, state in self._run(run)}
+
+    def put_subscription(self, library: str, url: str, state: str) -> None:
+        """Add a subscription or replace its state (creating the library's row if needed)."""
+        check_library_name(library)
+
+        def run(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("INSERT INTO libraries (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (library,))
+            conn.execute(
+                "INSERT INTO subscriptions (library_id, url, state) SELECT id, %s, %s FROM libraries "
+                "WHERE name = %s ON CONFLICT (library_id, url) DO UPDATE SET state = EXCLUDED.state",
+                (url, state, library),
+            )
+
+        self._run(run)
+
+    def delete_subscription(self, library: str, url: str) -> bool:
+        """Remove a subscription; True if there was one."""
+
+        def run(conn: psycopg.Connection[Any]) -> int:
+            lib = self._lib(conn, library)
+            return conn.execute(
+                "DELETE FROM subscriptions WHERE library_id = %s AND url = %s", (lib.id, url)
+            ).rowcount
+
+        return bool(self._run(run))
 
     def get_cached(self, library: str, kind: str, key: str) -> str | None:
         """A cached value or None."""
