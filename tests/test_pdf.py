@@ -173,3 +173,52 @@ def test_paragraphs_come_back_whole_on_their_pages(pages: list[list[str]]):
     assert not isinstance(doc, InputError)
     got = [(doc.layout.page(n), doc.text[a:b]) for n, (a, b) in enumerate(doc.paragraphs, start=1)]
     assert got == [(number, p) for number, paragraphs in enumerate(pages, start=1) for p in paragraphs]
+
+
+def test_a_two_column_page_reads_column_by_column():
+    pdf = FPDF(format="A4")
+    pdf.set_auto_page_break(False)
+    pdf.set_font("Helvetica", size=9)
+    pdf.add_page()
+    left = [
+        "The first column opens the paper and explains why the harbour needs a",
+        "new breakwater before the winter storms arrive on the coast.",
+    ]
+    right = [
+        "The second column gives the cost of the breakwater and the months the",
+        "work will take, from the first stone to the opening of the gate.",
+    ]
+    for x, lines in ((15, left), (110, right)):
+        for i, line in enumerate(lines):
+            pdf.set_xy(x, 30 + 5 * i)
+            pdf.cell(90, 5, line)
+    (doc,) = load_bytes(bytes(pdf.output()), name="paper.pdf", key="k")
+    assert not isinstance(doc, InputError)
+    text = " ".join(doc.text.split())
+    # Each column's words come together and in order, the left column first.
+    assert text.index("first column") < text.index("second column")
+    assert "The second column gives the cost" in text
+
+
+def test_slides_cite_their_page():
+    pdf = FPDF(orientation="L", format="A4")
+    pdf.set_auto_page_break(False)
+    slides = [
+        ("Harbour plan 2027", ["A new breakwater protects the inner basin.", "Work starts in March."]),
+        ("Budget", ["The breakwater costs four million.", "The city pays half of it."]),
+        ("Timeline", ["The gate opens in October.", "Ferries return the week after."]),
+    ]
+    for title, bullets in slides:
+        pdf.add_page()
+        pdf.set_font("Helvetica", size=28)
+        pdf.set_xy(20, 20)
+        pdf.cell(0, 12, title)
+        pdf.set_font("Helvetica", size=18)
+        for i, bullet in enumerate(bullets):
+            pdf.set_xy(30, 60 + 15 * i)
+            pdf.cell(0, 10, f"- {bullet}")
+    (doc,) = load_bytes(bytes(pdf.output()), name="slides.pdf", key="k")
+    assert not isinstance(doc, InputError)
+    where = {doc.text[a:b]: doc.layout.page(n) for n, (a, b) in enumerate(doc.paragraphs, start=1)}
+    assert where["- The gate opens in October."] == 3
+    assert where["- The breakwater costs four million."] == 2
