@@ -320,18 +320,9 @@ def _cli_fetcher(app: App) -> Any:
 
 def _sync_one(app: App, lib: Library, sub: Any, fetcher: Any) -> bool:
     """One sync pass over one subscription, printed; True when nothing failed."""
-    from embeddings.subscriptions import save_subscription, sync
+    from .services import sync_subscription
 
-    s = app.settings
-    report = sync(
-        lib,
-        fetcher,
-        sub,
-        max_pages=s.sync_max_pages,
-        retention_days=s.sync_retention_days,
-        host_delay=s.sync_host_delay,
-    )
-    save_subscription(lib, sub)
+    report = sync_subscription(lib, sub, fetcher, app.settings)
     print(format_sync_report(report, sub.kind), file=app.out)
     return report.ok
 

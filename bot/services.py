@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 from dataclasses import replace
+from typing import Any
 
 from embeddings import (
     ChunkSpec,
@@ -125,3 +126,20 @@ def ensure_seeded(
         return None
     log.info("library %s is new: ingesting %s", library.name, settings.seeds_dir)
     return library.ingest_paths([settings.seeds_dir], progress=progress)
+
+
+def sync_subscription(library: Library, subscription: Any, fetcher: Any, settings: Settings) -> Any:
+    """Blocking: one sync pass over one subscription with the configured limits, its state stored
+    afterwards (the command line and the bot's scheduled pass both run this)."""
+    from embeddings.subscriptions import save_subscription, sync
+
+    report = sync(
+        library,
+        fetcher,
+        subscription,
+        max_pages=settings.sync_max_pages,
+        retention_days=settings.sync_retention_days,
+        host_delay=settings.sync_host_delay,
+    )
+    save_subscription(library, subscription)
+    return report

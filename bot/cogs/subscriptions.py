@@ -28,7 +28,6 @@ from embeddings.subscriptions import (
     find_subscription,
     load_subscriptions,
     save_subscription,
-    sync,
     unsubscribe,
 )
 
@@ -36,27 +35,12 @@ from .. import render
 from ..client import Citebot, UserError, guild_only_check, report_error
 from ..config import Settings
 from ..limits import fit
+from ..services import sync_subscription
 
 log = logging.getLogger(__name__)
 
 LISTED = 8
 """Pages listed per kind of change in a report (the counts cover the rest)."""
-
-
-def sync_subscription(
-    library: Library, subscription: Subscription, fetcher: Fetcher, settings: Settings
-) -> SyncReport:
-    """Worker-thread: one pass over one subscription, its state stored afterwards."""
-    report = sync(
-        library,
-        fetcher,
-        subscription,
-        max_pages=settings.sync_max_pages,
-        retention_days=settings.sync_retention_days,
-        host_delay=settings.sync_host_delay,
-    )
-    save_subscription(library, subscription)
-    return report
 
 
 def subscribe_new(

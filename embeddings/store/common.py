@@ -62,6 +62,22 @@ def passage_md5(
     return _ROW_CHECKSUM + text_md5("\x1f".join(map(str, fields)))
 
 
+def passage_row_md5(article_id: str, p: Passage) -> str:
+    """:func:`passage_md5` of a passage about to be stored under ``article_id``."""
+    return passage_md5(
+        article_id,
+        p.ordinal,
+        p.paragraph,
+        p.start,
+        p.end,
+        p.text,
+        p.section,
+        p.kind,
+        p.page,
+        p.page_paragraph,
+    )
+
+
 def info_md5(
     article_id: str,
     key: str,
@@ -249,6 +265,7 @@ __all__ = [
     "now",
     "passage_from_row",
     "passage_md5",
+    "passage_row_md5",
     "text_md5",
     "top_k",
 ]

@@ -46,7 +46,7 @@ from ..common import (
     infos_by_id,
     now,
     passage_from_row,
-    passage_md5,
+    passage_row_md5,
     top_k,
 )
 from .migrations import Migration, apply_migrations, load_migrations
@@ -473,18 +473,7 @@ class PostgresStore:
                             p.text,
                             length,
                             vector,
-                            passage_md5(
-                                w.info.id,
-                                p.ordinal,
-                                p.paragraph,
-                                p.start,
-                                p.end,
-                                p.text,
-                                p.section,
-                                p.kind,
-                                p.page,
-                                p.page_paragraph,
-                            ),
+                            passage_row_md5(w.info.id, p),
                             p.section or None,
                             p.kind or None,
                             p.page or None,
