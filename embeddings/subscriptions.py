@@ -52,8 +52,12 @@ class Subscription:
     """A followed feed or sitemap and what the last passes learnt about it.
 
     ``pages`` maps each page URL the subscription brought in to what is known of it: its
-    ``stamp`` (a feed item's date or a sitemap's lastmod, as given), its validators and when it
-    was published (feed items, for the retention window).
+    ``stamp`` (a feed item's date or a sitemap's lastmod, as given), its validators, when it
+    was published (feed items, for the retention window) and when it was last ``checked``.
+    ``failures`` holds the pages whose last fetch failed, with the reason: they are retried
+    after every other page has had its turn, so a run of broken links cannot use up a pass.
+    ``listing`` is what the feed or sitemap listed when last read (``[url, stamp, published]``):
+    when it answers 304, the pages still to fetch are taken from there.
     """
 
     url: str
@@ -63,6 +67,8 @@ class Subscription:
     etag: str | None = None
     last_modified: str | None = None
     pages: dict[str, dict[str, str]] = field(default_factory=dict)
+    failures: dict[str, dict[str, str]] = field(default_factory=dict)
+    listing: list[list[str | None]] = field(default_factory=list)
     last_sync: str | None = None
     last_error: str | None = None
 
@@ -320,11 +326,10 @@ def sync(
         report.failed.append((subscription.url, str(exc)))
         return report
     subscription.last_error = None
-    if entries is None:  # 304: the feed or sitemap is unchanged, and so are its pages
-        listed = {url: info.get("stamp", "") for url, info in subscription.pages.items()}
-        entries = [
-            _Entry(url, stamp, subscription.pages[url].get("published")) for url, stamp in listed.items()
-        ]
+    if entries is None:  # 304: the feed or sitemap lists what it listed last time
+        entries = [_Entry(str(url), stamp or "", published) for url, stamp, published in subscription.listing]
+    else:
+        subscription.listing = [[e.url, e.stamp, e.published] for e in entries]
     cutoff = (today - timedelta(days=retention_days)).date().isoformat()
     keep: dict[str, _Entry] = {}
     for entry in entries:
@@ -337,16 +342,33 @@ def sync(
         report.forgotten.extend(a.url or a.key for a in forgotten)
         for url in gone:
             subscription.pages.pop(url, None)
-    fetched = 0
+    for url in [u for u in subscription.failures if u not in keep]:
+        del subscription.failures[url]  # no longer listed: nothing to retry
+    # Pages due a fetch, in the order they get the pass's budget: new pages, then changed ones,
+    # then known pages without a date (re-checked conditionally, the longest unchecked first),
+    # then pages that failed before. A big sitemap without dates, or one full of broken
+    # links, so cannot starve the rest: each pass moves on through the list.
+    due: list[tuple[tuple[int, str], str, _Entry]] = []
     for url, entry in keep.items():
         known = subscription.pages.get(url)
-        if known is not None and known.get("stamp") == entry.stamp and entry.stamp:
+        failed = subscription.failures.get(url)
+        if known is not None and entry.stamp and known.get("stamp") == entry.stamp:
             report.unchanged.append(url)
             continue
-        if fetched >= max_pages:
-            report.deferred += 1
-            continue
-        fetched += 1
+        if failed is not None and failed.get("stamp") == entry.stamp:
+            rank = 3
+        elif known is None:
+            rank = 0
+        elif known.get("stamp") != entry.stamp:
+            rank = 1
+        else:
+            rank = 2
+        due.append(((rank, (known or failed or {}).get("checked", "")), url, entry))
+    due.sort(key=lambda item: item[0])
+    report.deferred = max(0, len(due) - max_pages)
+    for _, url, entry in due[:max_pages]:
+        known = subscription.pages.get(url)
+        checked = now_iso()
         try:
             page = polite.fetch(
                 url,
@@ -354,19 +376,25 @@ def sync(
                 last_modified=(known or {}).get("last_modified"),
             )
         except FetchError as exc:
-            report.failed.append((url, str(exc)))
+            _failed(subscription, report, url, entry, str(exc), checked)
             continue
-        record = {"stamp": entry.stamp, **({"published": entry.published} if entry.published else {})}
+        record = {
+            "stamp": entry.stamp,
+            "checked": checked,
+            **({"published": entry.published} if entry.published else {}),
+        }
         if page.status == 304:
             subscription.pages[url] = {**(known or {}), **record}
+            subscription.failures.pop(url, None)
             report.unchanged.append(url)
             continue
         result = library.ingest(_with_key(parse_fetched(page), url))
         statuses = {r.status for r in result.results}
         if "skipped" in statuses and not statuses & {"added", "replaced", "unchanged"}:
             reasons = "; ".join(r.reason or "" for r in result.results if r.status == "skipped")
-            report.failed.append((url, reasons or "nothing in it could be read"))
+            _failed(subscription, report, url, entry, reasons or "nothing in it could be read", checked)
             continue
+        subscription.failures.pop(url, None)
         subscription.pages[url] = {
             **record,
             **({"etag": page.etag} if page.etag else {}),
@@ -379,6 +407,14 @@ def sync(
         else:
             report.unchanged.append(url)
     return report
+
+
+def _failed(
+    subscription: Subscription, report: SyncReport, url: str, entry: _Entry, reason: str, checked: str
+) -> None:
+    """Note a page that could not be fetched or read: reported now, retried after the others."""
+    report.failed.append((url, reason))
+    subscription.failures[url] = {"stamp": entry.stamp, "reason": reason, "checked": checked}
 
 
 def _with_key(items: list[Document | InputError], url: str) -> Iterator[Document | InputError]:

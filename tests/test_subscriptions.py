@@ -330,3 +330,24 @@ def test_the_command_line_subscribes_syncs_lists_and_unsubscribes(
     assert code == EXIT_ERROR and "No subscription to" in err
     code, out, _ = run("subscriptions", "--json")
     assert code == EXIT_OK and out.strip() == "[]"
+
+
+def test_broken_links_and_undated_pages_never_starve_the_rest(site: str, lib: Library, fetcher: Fetcher):
+    # Ten broken links listed first, then five good pages without a lastmod, two fetches a pass.
+    listed = [(f"/broken{i}", "") for i in range(10)] + [(f"/p{i}", "") for i in range(5)]
+    Site.pages = {
+        f"/p{i}": ("text/html", article(f"Note {i}", f"Note number {i} about the quay.")) for i in range(5)
+    }
+    Site.pages["/sitemap.xml"] = ("application/xml", urlset(site, listed))
+    save_subscription(lib, discover(fetcher, f"{site}/sitemap.xml"))
+    added: list[str] = []
+    for _ in range(8):  # 15 pages, 2 a pass: every page has had its turn after 8 passes
+        report = pass_(lib, fetcher, f"{site}/sitemap.xml", max_pages=2)
+        added += report.added
+    assert sorted(added) == sorted(f"{site}/p{i}" for i in range(5))
+    # Once every page was tried, undated known pages are re-checked (conditionally) before
+    # the broken links are retried.
+    Site.requests.clear()
+    pass_(lib, fetcher, f"{site}/sitemap.xml", max_pages=5)
+    fetched = [path for path, _ in Site.requests if path.startswith(("/p", "/broken"))]
+    assert all(path.startswith("/p") for path in fetched)
