@@ -6,9 +6,9 @@ conditionally (ETag, Last-Modified: an unchanged one costs a 304), fetches only 
 are new or changed (a feed item's date, a sitemap's ``lastmod``, then the page's own
 validators), lets the library's content hash tell a changed text from an unchanged one, and
 forgets what went away: a page gone from its sitemap, a feed item older than the retention
-window. Every request goes through the guarded :class:`~embeddings.fetch.Fetcher`; the pass is
-polite (robots.txt, a delay between requests to one host, a cap of pages) and one page's
-failure never stops it.
+window (an item that merely slid out of the feed's window stays until then). Every request
+goes through the guarded :class:`~embeddings.fetch.Fetcher`; the pass is polite (robots.txt, a
+delay between requests to one host, a cap of pages) and one page's failure never stops it.
 
 Feeds are parsed by feedparser, sitemaps by lxml (hardened: no entities, no network), each fed
 with the bytes the guarded fetcher downloaded.
@@ -336,7 +336,17 @@ def sync(
         if subscription.kind == FEED and entry.published and entry.published < cutoff:
             continue  # past the retention window: forgotten below if it was stored
         keep.setdefault(entry.url, entry)
-    gone = [url for url in subscription.pages if url not in keep]
+    # A feed is a window on the latest items: an item that slid out of it stays until it is
+    # past the retention window (its publication date, else when it was last checked).
+    retained = {
+        url
+        for url, info in subscription.pages.items()
+        if subscription.kind == FEED
+        and url not in keep
+        and (info.get("published") or str(info.get("checked", ""))[:10] or "0") >= cutoff
+    }
+    report.unchanged.extend(sorted(retained))
+    gone = [url for url in subscription.pages if url not in keep and url not in retained]
     if gone:
         forgotten = library.forget_keys(gone)
         report.forgotten.extend(a.url or a.key for a in forgotten)

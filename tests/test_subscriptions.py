@@ -351,3 +351,33 @@ def test_broken_links_and_undated_pages_never_starve_the_rest(site: str, lib: Li
     pass_(lib, fetcher, f"{site}/sitemap.xml", max_pages=5)
     fetched = [path for path, _ in Site.requests if path.startswith(("/p", "/broken"))]
     assert all(path.startswith("/p") for path in fetched)
+
+
+def test_an_item_that_slides_out_of_the_feed_stays_until_the_retention_window_ends(
+    site: str, lib: Library, fetcher: Fetcher
+):
+    from datetime import UTC, datetime
+
+    Site.pages = {
+        "/one": ("text/html", article("Ferries", "The ferry sails at dawn.")),
+        "/two": ("text/html", article("Tugs", "Tugs push the tankers.")),
+        "/feed.xml": (
+            "application/rss+xml",
+            rss(site, [("/two", "Tue, 01 Dec 2026 10:00:00 GMT"), ("/one", "Mon, 30 Nov 2026 10:00:00 GMT")]),
+        ),
+    }
+    save_subscription(lib, discover(fetcher, f"{site}/feed.xml"))
+    pass_(lib, fetcher, f"{site}/feed.xml", retention_days=30, today=datetime(2026, 12, 4, tzinfo=UTC))
+    # The feed now shows only its latest item: /one slid out of its window but is recent.
+    Site.pages["/feed.xml"] = ("application/rss+xml", rss(site, [("/two", "Tue, 01 Dec 2026 10:00:00 GMT")]))
+    report = pass_(
+        lib, fetcher, f"{site}/feed.xml", retention_days=30, today=datetime(2026, 12, 5, tzinfo=UTC)
+    )
+    assert report.forgotten == [] and f"{site}/one" in report.unchanged
+    assert len(lib.articles()) == 2
+    # On 31 December it is past the 30-day window and goes; /two (1 December) is not yet.
+    report = pass_(
+        lib, fetcher, f"{site}/feed.xml", retention_days=30, today=datetime(2026, 12, 31, tzinfo=UTC)
+    )
+    assert report.forgotten == [f"{site}/one"]
+    assert [a.url for a in lib.articles()] == [f"{site}/two"]
