@@ -84,7 +84,7 @@ class Terminal:
     def summary(self, summary: Summary) -> str:
         """Each summary sentence with its paragraph, then the article's citation line."""
         lines = [self.dim(f"note: {n}") for n in summary.notes]
-        lines.extend(f"{s.text} [¶ {s.paragraph}]" for s in summary.sentences)
+        lines.extend(f"{s.text} [{s.place}]" for s in summary.sentences)
         lines.append("")
         lines.append("— " + _article_line(summary.article))
         return "\n".join(lines)
@@ -135,7 +135,15 @@ def _summary_json(summary: Summary) -> dict[str, object]:
     return {
         "article": {"id": a.id, "title": a.title, "byline": a.byline, "date": a.date, "url": a.url},
         "sentences": [
-            {"text": s.text, "paragraph": s.paragraph, "start": s.start, "end": s.end}
+            {
+                "text": s.text,
+                "paragraph": s.paragraph,
+                "start": s.start,
+                "end": s.end,
+                "section": s.section or None,
+                "page": s.page or None,
+                "page_paragraph": s.page_paragraph or None,
+            }
             for s in summary.sentences
         ],
         "whole": summary.whole,

@@ -361,9 +361,9 @@ def summary_embed(summary: Summary) -> discord.Embed:
     used = 0
     left_out = 0
     for s in summary.sentences:
-        line = f"• {escape(s.text)} (¶ {s.paragraph})"
+        line = f"• {escape(s.text)} ({escape(s.place)})"
         if len(line) > EMBED_DESCRIPTION // 2:
-            line = f"• {escape(shorten(s.text, EMBED_DESCRIPTION // 2 - 20))} (¶ {s.paragraph})"
+            line = f"• {escape(shorten(s.text, EMBED_DESCRIPTION // 2 - 20))} ({escape(s.place)})"
         if used + len(line) + 1 > EMBED_DESCRIPTION - 40:
             left_out += 1
             continue

@@ -205,13 +205,22 @@ class Ingester:
         Progress counts passages; a passage is reported once its sentences are done too.
         """
         texts = [p.text for w in writes for p in w.passages]
-        # A sentence shared by overlapping passages is embedded once.
+        n_passages = len(texts)
+        # The row of each text in the one batch: a sentence shared by overlapping passages is
+        # embedded once, and a sentence that is its whole passage (a one-sentence paragraph, a
+        # list item, a code block) takes the passage's vector instead of a second forward pass.
+        whole: dict[tuple[int, int, int], int] = {}
+        row = 0
+        for wi, w in enumerate(writes):
+            for p in w.passages:
+                whole[(wi, p.start, p.end)] = row
+                row += 1
         spans: dict[tuple[int, int, int], int] = {}
         for wi, w in enumerate(writes):
             for _, a, b in w.sentences:
-                spans.setdefault((wi, a, b), len(spans))
+                if (wi, a, b) not in whole:
+                    spans.setdefault((wi, a, b), n_passages + len(spans))
         sentence_texts = [writes[wi].text[a:b] for wi, a, b in spans]
-        n_passages = len(texts)
         scale = n_passages / max(1, n_passages + len(sentence_texts))
         reported = 0
         seen = 0
@@ -231,7 +240,8 @@ class Ingester:
         row = 0
         for wi, w in enumerate(writes):
             n = len(w.passages)
-            rows = [n_passages + spans[(wi, a, b)] for _, a, b in w.sentences]
+            keys = [(wi, a, b) for _, a, b in w.sentences]
+            rows = [whole[k] if k in whole else spans[k] for k in keys]
             out.append(
                 replace(
                     w, vectors=vectors[row : row + n], sentence_vectors=vectors[rows].reshape(len(rows), -1)

@@ -268,7 +268,11 @@ def make_summary(
     if whole:
         what = "one sentence" if total == 1 else f"{total} sentences"
         notes = (f"The article is only {what} long, so this is all of it.",)
-    sentences = tuple(SummarySentence(text[a:b], p, a, b) for a, b, p in spans)
+    layout = layout or Layout()
+    sentences = tuple(
+        SummarySentence(text[a:b], p, a, b, layout.section(p), layout.page(p), layout.page_paragraph(p))
+        for a, b, p in spans
+    )
     return Summary(article=info, sentences=sentences, whole=whole, notes=notes)
 
 

@@ -283,12 +283,23 @@ class IngestReport:
 
 @dataclass(frozen=True, slots=True)
 class SummarySentence:
-    """One sentence of an extractive summary, with the paragraph it comes from."""
+    """One sentence of an extractive summary, with the paragraph it comes from (and, in a
+    structured article, that paragraph's section, page and place on the page)."""
 
     text: str
     paragraph: int
     start: int
     end: int
+    section: str = ""
+    page: int = 0
+    page_paragraph: int = 0
+
+    @property
+    def place(self) -> str:
+        """Where the sentence is, as a citation says it: "p. 3, ¶ 2", "§ Usage, ¶ 4", "¶ 4"."""
+        return Citation(
+            "", "", None, None, self.paragraph, None, self.section, self.page, self.page_paragraph
+        ).place
 
 
 @dataclass(frozen=True, slots=True)

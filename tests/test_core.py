@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -271,6 +272,37 @@ def test_an_ingest_embeds_and_commits_as_it_reads(tmp_path: Path, hash_encoder: 
     assert committed_after[0] <= PLAN_BATCH  # began writing long before the end
     assert progress[-1] == (4 * PLAN_BATCH, 4 * PLAN_BATCH) and all(d <= t for d, t in progress)
     store.close()
+
+
+def test_each_distinct_text_goes_through_the_model_once(tmp_path: Path, hash_encoder: HashEncoder):
+    # A sentence that is its whole passage (a one-sentence paragraph, a list item, a code block)
+    # used to be encoded a second time as a sentence.
+    encoded: list[str] = []
+    encode = hash_encoder.encode
+
+    def counting(texts: Any, **kwargs: Any) -> Any:
+        encoded.extend(texts)
+        return encode(texts, **kwargs)
+
+    hash_encoder.encode = counting  # type: ignore[method-assign]
+    lib = Library(LocalStore(tmp_path / "data"), hash_encoder, "lib")
+    lib.ingest([doc("k", "Notes", "One sentence alone.", "First of two. Second of two.", "- a list item")])
+    assert sorted(encoded) == sorted(
+        [
+            "One sentence alone.",
+            "First of two. Second of two.",
+            "- a list item",
+            "First of two.",
+            "Second of two.",
+        ]
+    )
+    # The sentence rows of one-sentence passages carry their passage's vector.
+    (info,) = lib.articles()
+    passages = lib.store.article_passages("lib", info.id)
+    evidence = {e.passage.text: e for e in lib.store.evidence("lib", [p.id for p in passages])}
+    alone = evidence["One sentence alone."]
+    assert len(alone.sentences) == 1
+    np.testing.assert_array_equal(alone.sentences[0].vector, alone.vector)
 
 
 @settings(max_examples=20, deadline=None)

@@ -222,3 +222,25 @@ def test_slides_cite_their_page():
     where = {doc.text[a:b]: doc.layout.page(n) for n, (a, b) in enumerate(doc.paragraphs, start=1)}
     assert where["- The gate opens in October."] == 3
     assert where["- The breakwater costs four million."] == 2
+
+
+def test_a_summary_of_a_pdf_cites_pages(tmp_path: Path):
+    from bot.cli import Terminal
+
+    doc = parse(make_pdf(PAGES, title="Harbour Manual"))
+    lib = Library(LocalStore(tmp_path), HashEncoder(), "t")
+    lib.ingest([doc])
+    summary = lib.summarize("Harbour Manual", sentences=3)
+    assert summary.sentences
+    for s in summary.sentences:
+        assert s.page == doc.layout.page(s.paragraph) and s.place == f"p. {s.page}, ¶ {s.page_paragraph}"
+
+    class Out:
+        def write(self, text: str) -> int:
+            return len(text)
+
+        def isatty(self) -> bool:
+            return False
+
+    shown = Terminal(Out()).summary(summary)  # type: ignore[arg-type]
+    assert all(f"[p. {s.page}, ¶ {s.page_paragraph}]" in shown for s in summary.sentences)
