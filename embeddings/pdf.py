@@ -177,6 +177,8 @@ def parse_pdf(data: bytes, *, key: str, source: str | None = None) -> Document:
             textpage.close()
             page.close()
         info = pdf.get_metadata_dict()
+    except (pdfium.PdfiumError, ValueError, IndexError) as exc:  # a damaged page or text layer
+        raise InputError(f"{where}: a page of this PDF cannot be read ({exc}); it may be damaged.") from None
     finally:
         pdf.close()
     # Broken words are mended and the text normalised line by line: a line keeps its place.

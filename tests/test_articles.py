@@ -342,7 +342,7 @@ def test_a_deeply_nested_jsonl_line_is_skipped_and_the_rest_kept(depth: int, ope
 
 
 @settings(max_examples=150, deadline=None)
-@given(data=st.binary(max_size=600), kind=st.sampled_from(["txt", "md", "html", "jsonl"]))
+@given(data=st.binary(max_size=600), kind=st.sampled_from(["txt", "md", "html", "jsonl", "pdf"]))
 def test_any_bytes_give_articles_or_reasons_never_an_exception(data: bytes, kind: str):
     for item in load_bytes(data, name=f"upload.{kind}", key="k", kind=kind):
         assert isinstance(item, InputError) or item.text

@@ -244,3 +244,16 @@ def test_a_summary_of_a_pdf_cites_pages(tmp_path: Path):
 
     shown = Terminal(Out()).summary(summary)  # type: ignore[arg-type]
     assert all(f"[p. {s.page}, ¶ {s.page_paragraph}]" in shown for s in summary.sentences)
+
+
+_GOOD = make_pdf(PAGES[:2], title="Harbour Manual")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(_GOOD) - 1), st.integers(0, 255)), min_size=1, max_size=8))
+def test_a_damaged_pdf_gives_its_text_or_a_reason_never_an_exception(flips: list[tuple[int, int]]):
+    data = bytearray(_GOOD)
+    for at, value in flips:
+        data[at] = value
+    for item in load_bytes(bytes(data), name="damaged.pdf", key="k"):
+        assert isinstance(item, InputError) or item.text
