@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from embeddings import FetchError, HashEncoder, InputError, Library, LocalStore
 from embeddings.fetch import Fetcher
@@ -381,3 +383,27 @@ def test_an_item_that_slides_out_of_the_feed_stays_until_the_retention_window_en
     )
     assert report.forgotten == [f"{site}/one"]
     assert [a.url for a in lib.articles()] == [f"{site}/two"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=400),
+        st.builds(lambda b: gzip.compress(b), st.binary(max_size=200)),
+        st.builds(
+            lambda body: f'<?xml version="1.0"?><urlset><url><loc>{body}</loc></url></urlset>'.encode(),
+            st.text(max_size=50),
+        ),
+        st.builds(
+            lambda body: f"<rss><channel><item>{body}</item></channel></rss>".encode(), st.text(max_size=80)
+        ),
+    )
+)
+def test_any_feed_or_sitemap_bytes_give_entries_or_a_reason(data: bytes):
+    from embeddings.fetch import Fetched
+    from embeddings.subscriptions import feed_entries, kind_of, sitemap_entries
+
+    kind_of(Fetched("https://x.example/", "raw", "", data))
+    for read in (feed_entries, sitemap_entries):
+        with contextlib.suppress(InputError):  # a reason is fine; any other exception fails
+            read(data)
