@@ -142,7 +142,10 @@ def _local(tag: object) -> str:
 
 
 def kind_of(page: Fetched) -> str:
-    """``feed``, ``sitemap`` or ``page`` (HTML, whose feed may be linked) for a download."""
+    """``feed``, ``sitemap`` or ``page`` (HTML, whose feed may be linked) for a download.
+
+    Raises :class:`InputError` for a gzip body that cannot be decompressed.
+    """
     head = _xml_bytes(page.data)[:2000].lstrip().lower()
     if b"<urlset" in head or b"<sitemapindex" in head:
         return SITEMAP
@@ -278,7 +281,10 @@ def discover(fetcher: Fetcher, url: str) -> Subscription:
     Raises :class:`InputError` or :class:`FetchError` saying why ``url`` cannot be followed.
     """
     page = fetcher.fetch(url, raw=True)
-    kind = kind_of(page)
+    try:
+        kind = kind_of(page)
+    except InputError as exc:
+        raise InputError(f"{page.url}: {exc}") from None
     if kind == "page":
         links = feed_links(page.data.decode("utf-8", "replace"), page.url)
         if not links:
