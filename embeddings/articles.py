@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -577,9 +578,11 @@ def clean_blocks(
     if date is None:
         date = next((d for b in blocks[: found.index] if (d := parse_date(b.text))), None)
     body = list(blocks[found.index :])
-    while body and body[0].kind != CODE and (_date_only_line(body[0].text) or _parse_byline(body[0].text)):
-        text = body.pop(0).text
-        date = date or _date_only_line(text) or (_parse_byline(text) or (None, None))[1]
+    # Date and byline blocks right at the top of the body (before any code) are metadata.
+    prose = list(itertools.takewhile(lambda b: b.kind != CODE, body))
+    rest, body_date = _drop_leading_meta([b.text for b in prose])
+    body = body[len(prose) - len(rest) :]
+    date = date or body_date
     return _finish(
         body,
         key=key,

@@ -113,13 +113,14 @@ class _Entry:
 # --------------------------------------------------------------------------- reading feeds and sitemaps
 
 
-def _xml_bytes(data: bytes) -> bytes:
-    """The body, gunzipped when it is gzip (``sitemap.xml.gz``), capped when decompressed."""
+def _xml_bytes(data: bytes, head: int | None = None) -> bytes:
+    """The body, gunzipped when it is gzip (``sitemap.xml.gz``), capped when decompressed;
+    ``head`` decompresses only that many bytes (enough to tell a feed from a sitemap)."""
     if data[:2] != b"\x1f\x8b":
-        return data
+        return data if head is None else data[:head]
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
-            out = f.read(MAX_XML_BYTES + 1)
+            out = f.read(MAX_XML_BYTES + 1 if head is None else head)
     except (OSError, EOFError, zlib.error):
         raise InputError("the file is gzip-compressed but damaged") from None
     if len(out) > MAX_XML_BYTES:
@@ -146,7 +147,7 @@ def kind_of(page: Fetched) -> str:
 
     Raises :class:`InputError` for a gzip body that cannot be decompressed.
     """
-    head = _xml_bytes(page.data)[:2000].lstrip().lower()
+    head = _xml_bytes(page.data, head=2000).lstrip().lower()
     if b"<urlset" in head or b"<sitemapindex" in head:
         return SITEMAP
     if b"<rss" in head or b"<feed" in head or b"<rdf:rdf" in head:

@@ -6,9 +6,8 @@ limits and plumbing, not answer quality.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -35,6 +34,7 @@ from bot.testing import (
 from embeddings import Document, HashEncoder, LocalStore
 from embeddings.fetch import Fetcher
 
+from .conftest import local_http
 from .test_pdf import PAGES, make_pdf
 from .test_subscriptions import site  # noqa: F401  (the fixture)
 
@@ -69,12 +69,8 @@ class _Page(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def web() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/otters"
-    httpd.shutdown()
-    httpd.server_close()
+    with local_http(_Page) as url:
+        yield f"{url}/otters"
 
 
 @pytest.fixture

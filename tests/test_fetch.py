@@ -5,10 +5,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from embeddings import Document, FetchError
 from embeddings.fetch import Fetcher, refusal_reason
 
+from .conftest import local_http
 from .test_pdf import make_pdf
 
 ARTICLE_HTML = b"""<!doctype html><html><head><title>Harbour seals return to the estuary</title>
@@ -121,13 +121,8 @@ MANUAL_PDF = make_pdf(
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with local_http(Handler) as url:
+        yield url
 
 
 @pytest.fixture

@@ -7,10 +7,9 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
@@ -30,6 +29,8 @@ from embeddings.subscriptions import (
     sync,
     unsubscribe,
 )
+
+from .conftest import local_http
 
 
 def article(title: str, body: str) -> bytes:
@@ -81,13 +82,8 @@ class Site(BaseHTTPRequestHandler):
 @pytest.fixture
 def site() -> Iterator[str]:
     Site.pages, Site.requests = {}, []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Site)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with local_http(Site) as url:
+        yield url
 
 
 @pytest.fixture
