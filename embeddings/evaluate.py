@@ -164,6 +164,28 @@ class DeclineReport:
     declined_in: float  # share of in-library questions wrongly declined (want low)
     auroc: float
     curve: list[tuple[float, float, float]]  # (threshold, declined_out, declined_in)
+    # The lowest threshold at which at most AUTO_REPLY_OUT_ANSWERED of the out-of-library
+    # questions are answered, and the shares answered there (the forum auto-reply's trade-off).
+    auto_threshold: float = 1.0
+    auto_answered_out: float = 0.0
+    auto_answered_in: float = 0.0
+
+
+AUTO_REPLY_OUT_ANSWERED = 0.02
+"""The share of out-of-library questions a forum auto-reply may answer (wrongly): at most 2 %."""
+
+
+def threshold_for(negative: Sequence[float], answered_at_most: float) -> float:
+    """The lowest confidence threshold at which at most ``answered_at_most`` of ``negative``
+    (out-of-library confidences) reach it, to three decimals (rounded up)."""
+    if not negative:
+        return 0.0
+    ranked = np.sort(np.asarray(negative, dtype=np.float64))[::-1]
+    allowed = int(np.floor(answered_at_most * len(ranked)))  # this many may be answered
+    if allowed >= len(ranked):
+        return 0.0
+    # Just above the (allowed+1)-th highest confidence, so that one is declined.
+    return float(min(1.0, np.ceil((ranked[allowed] + 1e-9) * 1000) / 1000))
 
 
 def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
@@ -193,7 +215,11 @@ def decline_report(inside: Sequence[Outcome], outside: Sequence[Outcome], thresh
     curve = []
     for t in np.linspace(0.0, 1.0, 41):
         curve.append((float(t), float(np.mean(np.array(neg) < t)), float(np.mean(np.array(pos) < t))))
+    auto = threshold_for(neg, AUTO_REPLY_OUT_ANSWERED)
     return DeclineReport(
+        auto_threshold=auto,
+        auto_answered_out=float(np.mean(np.array(neg) >= auto)) if neg else 0.0,
+        auto_answered_in=float(np.mean(np.array(pos) >= auto)) if pos else 0.0,
         threshold=threshold,
         in_library=len(inside),
         out_of_library=len(outside),
@@ -303,6 +329,11 @@ def format_result(result: EvalResult, *, curve: bool = False) -> str:
         ),
         ("in-library wrongly declined", f"{d.declined_in:.3f} of {d.in_library}"),
         ("AUROC (in- vs out-of-library confidence)", f"{d.auroc:.3f}"),
+        (
+            f"threshold answering at most {AUTO_REPLY_OUT_ANSWERED:.0%} of out-of-library questions",
+            f"{d.auto_threshold:.3f}: out-of-library answered {d.auto_answered_out:.3f}, "
+            f"in-library answered {d.auto_answered_in:.3f}",
+        ),
     ]
     if result.unanswerable_declined is not None:
         rows.append(

@@ -9,23 +9,31 @@ call for all of them, so the command line and the Discord bot behave the same.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+from numpy.typing import NDArray
+
+from . import community
 from .answer import build_answer
 from .articles import expand_paths, load_file
 from .chunking import ChunkSpec
+from .community import Gap, MemberData, Pin, ServerSettings
 from .encoder import Encoder
 from .errors import CitebotError, EmptyLibraryError, IndexMismatchError, InputError, NotFoundError
 from .ingest import SHORT_ID, Ingester, ProgressFn, UrlLoader
 from .lexical import Analyzer
 from .records import ANSWER_KIND, VOTE_KIND, AnswerRecord, RecordedAnswer
 from .search import Candidate, Reranker, Retriever, SearchConfig
-from .store import Feedback, IndexSpec, Store, check_library_name
+from .store import Feedback, IndexSpec, Record, Store, check_library_name
 from .summarize import SUMMARIZER_VERSION, make_summary, spans_from_json, spans_to_json, summarize_document
 from .types import Answer, ArticleInfo, Document, Hit, IngestReport, IngestResult, Summary
 
@@ -34,6 +42,17 @@ DEFAULT_MAX_ARTICLE_CHARS = 10_000_000
 """The longest article one ingest takes by default: three times *War and Peace*. An article is
 embedded and committed whole, so its vectors (about 120 MB at this size) are held at once."""
 """Longer questions are cut here (the model reads about 256 word pieces anyway)."""
+
+PINNED_NOTE = "Chosen by this server's moderators as the answer to questions like this one."
+VOTE_REASONS = {
+    "wrong": "wrong passage",
+    "missing": "not answered",
+    "outdated": "out of date",
+}
+"""Why an answer got a 👎: key -> how it reads."""
+STATE_TTL = 10.0
+"""Seconds a library trusts its cached settings and pins before reading them again (another
+process, the command line, may have changed them; this process's own changes apply at once)."""
 
 FOLLOW_UP_WITHIN = "Follow-up: searched the article of the previous answer."
 FOLLOW_UP_WIDENED = (
@@ -78,13 +97,22 @@ def short_ids(ids: Sequence[str]) -> dict[str, str]:
     return out
 
 
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
 def clean_question(question: str) -> tuple[str, tuple[str, ...]]:
     """Normalise a question's whitespace and cut it to :data:`MAX_QUESTION_CHARS`.
 
     Returns the question and notes for the user (e.g. that it was truncated); raises
     :class:`InputError` for an empty question.
     """
-    if not isinstance(question, str) or not question.strip():
+    if not isinstance(question, str):
+        raise InputError("The question is empty: type what you want to know.")
+    # Control characters and lone surrogates carry no meaning in a question, and the stores
+    # cannot keep them (PostgreSQL refuses NUL; UTF-8 cannot encode a lone surrogate): the
+    # question is logged and voted on with its text, so they go here, before anything else.
+    question = _UNPRINTABLE.sub(" ", question)
+    if not question.strip():
         raise InputError("The question is empty: type what you want to know.")
     q = " ".join(question.split())
     if len(q) <= MAX_QUESTION_CHARS:
@@ -109,8 +137,12 @@ class Library:
         reranker: Reranker | None = None,
         write_timeout: float = 0.0,
         max_article_chars: int | None = DEFAULT_MAX_ARTICLE_CHARS,
+        server_defaults: ServerSettings = community.DEFAULTS,
     ) -> None:
         self.max_article_chars = max_article_chars
+        self.server_defaults = server_defaults
+        self._state: tuple[float, ServerSettings, list[Pin]] | None = None
+        self._state_lock = threading.Lock()
         self.store = store
         self.encoder = encoder
         self.name = check_library_name(name)
@@ -270,7 +302,8 @@ class Library:
             self.store.create(self.name, self.spec)
             self._checked = False
             self._check()
-            return self._ingester().ingest(items, progress=progress, batch_passages=batch_passages)
+            report = self._ingester().ingest(items, progress=progress, batch_passages=batch_passages)
+            return replace(report, dropped_pins=self._refresh_pins())
 
     def _ingester(self) -> Ingester:
         return Ingester(
@@ -282,6 +315,7 @@ class Library:
         with self._write_lock, self.store.writer(self.name, self.write_timeout):
             info = self.resolve(ref)
             self.store.write(self.name, [], delete=[info.id])
+            self._refresh_pins()
         return info
 
     def forget_keys(self, keys: Sequence[str]) -> list[ArticleInfo]:
@@ -293,6 +327,7 @@ class Library:
             found = self.store.find_articles(self.name, keys=list(keys))
             if found:
                 self.store.write(self.name, [], delete=[a.id for a in found])
+                self._refresh_pins()
         return found
 
     def rebuild(self, progress: ProgressFn | None = None) -> IngestReport:
@@ -309,8 +344,9 @@ class Library:
             writes = self._ingester().rebuild(progress)
             self.store.reset(self.name, self.spec, writes)
             self._checked = False
+            dropped = self._refresh_pins()
         return IngestReport(
-            tuple(IngestResult(w.info.source or w.info.key, "replaced", w.info) for w in writes)
+            tuple(IngestResult(w.info.source or w.info.key, "replaced", w.info) for w in writes), dropped
         )
 
     # ------------------------------------------------------------------ reading
@@ -345,6 +381,7 @@ class Library:
         prefer_articles: Sequence[str] | None = None,
         record_as: str | None = None,
         timings: dict[str, float] | None = None,
+        asked_by: str | None = None,
     ) -> Answer:
         """Answer from the library: the best passage, its answering sentence, or a refusal.
 
@@ -352,26 +389,57 @@ class Library:
         those articles first and, when they do not answer, the whole library; a note says which
         happened. ``record_as`` records an answered question under that id for its buttons,
         follow-ups and votes (:meth:`recorded`, :meth:`vote`). ``timings``, when given, receives
-        the seconds spent in each stage.
+        the seconds spent in each stage. ``asked_by`` (a member's id) logs the question for the
+        knowledge-gap report (:meth:`gaps`) for as long as the retention setting says.
+
+        A question close enough to one the moderators pinned an answer for gets that passage
+        first (``pinned``); the server's abstain threshold decides the rest.
         """
         self._check()
         answer = None
         if prefer_articles:
-            within = self._ask(question, k, prefer_articles, timings)
+            within, vector = self._ask(question, k, prefer_articles, timings)
             if within.answered:
                 answer = replace(within, notes=(*within.notes, FOLLOW_UP_WITHIN))
             else:
-                answer = self._ask(question, k, article_ids, timings)
+                answer, vector = self._ask(question, k, article_ids, timings)
                 answer = replace(answer, notes=(*answer.notes, FOLLOW_UP_WIDENED))
         else:
-            answer = self._ask(question, k, article_ids, timings)
+            answer, vector = self._ask(question, k, article_ids, timings)
         if record_as is not None and answer.best is not None:
             self.store.put_cached(
                 self.name, ANSWER_KIND, record_as, answer.best.article.id, AnswerRecord.of(answer).to_json()
             )
+        if asked_by is not None:
+            self._log_question(answer, vector, asked_by, record_as)
         return answer
 
-    def follow_up(self, question: str, previous: str | None, *, record_as: str | None = None) -> Answer:
+    def _log_question(self, answer: Answer, vector: NDArray[np.float32], user: str, key: str | None) -> None:
+        if not self.settings().retention_days:
+            return  # the server keeps no questions
+        closest = answer.hits[0].article if answer.hits else None
+        self.store.put_record(
+            self.name,
+            community.question_record(
+                key or uuid.uuid4().hex,
+                user,
+                answer.question,
+                vector,
+                answer.answered,
+                answer.confidence,
+                closest.id if closest else None,
+                closest.title if closest else None,
+            ),
+        )
+
+    def follow_up(
+        self,
+        question: str,
+        previous: str | None,
+        *,
+        record_as: str | None = None,
+        asked_by: str | None = None,
+    ) -> Answer:
         """Ask a follow-up of the recorded answer ``previous``: within its article first.
 
         An unknown or expired ``previous`` (another library's answer, a changed article) makes
@@ -380,7 +448,10 @@ class Library:
         self._check()
         record = self._record(previous) if previous is not None else None
         return self.ask(
-            question, prefer_articles=[record.article_id] if record else None, record_as=record_as
+            question,
+            prefer_articles=[record.article_id] if record else None,
+            record_as=record_as,
+            asked_by=asked_by,
         )
 
     def _ask(
@@ -389,18 +460,57 @@ class Library:
         k: int,
         article_ids: Sequence[str] | None,
         timings: dict[str, float] | None,
-    ) -> Answer:
+    ) -> tuple[Answer, NDArray[np.float32]]:
         q, notes = clean_question(question)
         start = time.perf_counter()
         qvec = self.retriever.embed_query(q)
         if timings is not None:
             timings["embed"] = timings.get("embed", 0.0) + time.perf_counter() - start
-        candidates = self.retriever.candidates(self.name, q, qvec, article_ids, timings)[:k]
+        candidates = self.retriever.candidates(self.name, q, qvec, article_ids, timings)
         start = time.perf_counter()
+        settings, pins = self._server_state()
+        pin = community.best_pin(pins, qvec)
+        if pin is not None and (article_ids is None or pin.article_id in article_ids):
+            candidates = self._pinned_first(pin, candidates, qvec)
+        else:
+            pin = None
+        candidates = candidates[:k]
         hits = self._hits(candidates)
         if timings is not None:
             timings["hits"] = timings.get("hits", 0.0) + time.perf_counter() - start
-        return build_answer(q, candidates, hits, self.config, notes)
+        config = self.config
+        if settings.abstain_threshold is not None:
+            config = replace(config, abstain_threshold=settings.abstain_threshold)
+        answer = build_answer(q, candidates, hits, config, notes)
+        if pin is not None and hits and hits[0].passage.id == pin.passage_id:
+            # The moderators' choice is the answer, however sure the ranking is.
+            if not answer.answered:
+                answer = build_answer(q, candidates, hits, replace(config, abstain_threshold=0.0), notes)
+            answer = replace(answer, pinned=True, notes=(*answer.notes, PINNED_NOTE))
+        return answer, qvec
+
+    def _pinned_first(
+        self, pin: Pin, candidates: Sequence[Candidate], qvec: NDArray[np.float32]
+    ) -> list[Candidate]:
+        """``candidates`` with the pinned passage first (read and scored if the search missed it)."""
+        rest = [c for c in candidates if c.passage_id != pin.passage_id]
+        found = next((c for c in candidates if c.passage_id == pin.passage_id), None)
+        if found is None or found.highlight is None:
+            evidence = self.store.evidence(self.name, [pin.passage_id])
+            if not evidence:
+                return list(candidates)  # gone since the pins were read: an ordinary answer
+            e = evidence[0]
+            dense = float(e.vector @ qvec)
+            scored = [(float(r.vector @ qvec), r.start, r.end) for r in e.sentences]
+            best = max(scored, default=None)
+            highlight = None if best is None or e.passage.is_code else (best[1], best[2])
+            features = dict(found.features) if found else {}
+            features.setdefault("dense", dense)
+            features.setdefault("sentence", best[0] if best else dense)
+            found = Candidate(
+                pin.passage_id, found.score if found else 0.0, features, highlight, True, e.passage
+            )
+        return [found, *rest]
 
     # ------------------------------------------------------------------ recorded answers and votes
 
@@ -469,6 +579,257 @@ class Library:
             ),
         )
         return True
+
+    def auto_reply(self, place: str, question: str, *, asked_by: str | None = None) -> Answer | None:
+        """The answer to post unasked in ``place`` (a new forum post), or None to stay silent.
+
+        Replies only when sure: a pinned answer, or a confidence at or above the server's
+        auto-reply threshold (by default the point where at most 2 % of out-of-library
+        questions get a reply). Never twice in one place: the first call claims it, whatever it
+        decides, so a re-delivered event or a second process stays silent.
+        """
+        if self.store.records(self.name, community.FORUM_KIND, keys=[place]):
+            return None
+        threshold = self.settings().autoreply_threshold
+        answer = self.ask(question, record_as=place, asked_by=asked_by)
+        sure = answer.best is not None and (
+            answer.pinned or threshold is None or answer.confidence >= threshold
+        )
+        self.store.put_record(
+            self.name,
+            Record(
+                community.FORUM_KIND, place, json.dumps({"replied": sure, "confidence": answer.confidence})
+            ),
+        )
+        if not sure:
+            return None
+        self.remember_conversation(place, place)
+        return answer
+
+    def remember_conversation(self, place: str, answer_id: str) -> None:
+        """Note ``answer_id`` as the latest answer in ``place`` (a thread): the next question
+        there is a follow-up of it (:meth:`latest_answer`)."""
+        self.store.put_record(self.name, Record(community.CONVERSATION_KIND, place, answer_id))
+
+    def latest_answer(self, place: str) -> str | None:
+        """The latest answer given in ``place``, if any."""
+        found = self.store.records(self.name, community.CONVERSATION_KIND, keys=[place])
+        return found[0].value if found else None
+
+    def explain_vote(self, answer_id: str, voter: str, reason: str) -> bool:
+        """Say why a 👎 was given (a key of :data:`VOTE_REASONS`); False if no such vote."""
+        if reason not in VOTE_REASONS:
+            raise InputError(f"Unknown reason {reason!r}: one of {', '.join(VOTE_REASONS)}.")
+        return self.store.set_feedback_reason(self.name, answer_id, voter, VOTE_REASONS[reason])
+
+    # ------------------------------------------------------------------ a community's settings
+
+    def _server_state(self) -> tuple[ServerSettings, list[Pin]]:
+        """The effective settings and the pins, read at most every :data:`STATE_TTL` seconds."""
+        with self._state_lock:
+            state = self._state
+            if state is not None and time.monotonic() - state[0] < STATE_TTL:
+                return state[1], state[2]
+        stored = community.load_settings(self.store, self.name)
+        pins = [p for p in map(Pin.of, self.store.records(self.name, community.PIN_KIND)) if p is not None]
+        settings = stored.over(self.server_defaults)
+        with self._state_lock:
+            self._state = (time.monotonic(), settings, pins)
+        return settings, pins
+
+    def _forget_state(self) -> None:
+        with self._state_lock:
+            self._state = None
+
+    def settings(self) -> ServerSettings:
+        """The settings in force: the server's own over the operator's defaults."""
+        return self._server_state()[0]
+
+    def own_settings(self) -> ServerSettings:
+        """Only what the server changed (unset: the default applies)."""
+        return community.load_settings(self.store, self.name)
+
+    def configure(self, **changes: object) -> ServerSettings:
+        """Change settings (a value of None returns one to its default); the settings in force.
+
+        Values are checked as :func:`community.parse_setting` would (raises :class:`InputError`).
+        """
+        current = self.own_settings()
+        values: dict[str, object] = {}
+        for name, value in changes.items():
+            if name not in community.SETTING_HELP:
+                raise InputError(f"There is no setting {name!r}.")
+            values[name] = None if value is None else community._coerce(name, value)
+        community.save_settings(self.store, self.name, replace(current, **values))  # type: ignore[arg-type]
+        self._forget_state()
+        return self.settings()
+
+    # ------------------------------------------------------------------ gaps
+
+    def gaps(self, since: datetime | None = None, *, threshold: float = community.GAP_THRESHOLD) -> list[Gap]:
+        """Questions declined or voted 👎 since ``since`` (default: the retention period),
+        grouped by meaning, largest group first."""
+        settings = self.settings()
+        if settings.retention_days:
+            community.purge_questions(self.store, self.name, settings.retention_days)
+        since_text = community.stamp(since) if since is not None else None
+        logged = [
+            q
+            for q in map(
+                community.LoggedQuestion.of,
+                self.store.records(self.name, community.QUESTION_KIND, since=since_text),
+            )
+            if q is not None
+        ]
+        # A 👎 counts where its question was logged (the vote names the answer's id).
+        votes = self.store.list_feedback(self.name, limit=1_000_000) if self.exists() else []
+        down = [f.extra.get("answer_id", "") for f in votes if f.vote < 0]
+        return community.find_gaps(logged, down, threshold=threshold)
+
+    # ------------------------------------------------------------------ pins
+
+    def pins(self) -> list[Pin]:
+        """The moderators' pins, oldest first."""
+        return [p for p in map(Pin.of, self.store.records(self.name, community.PIN_KIND)) if p is not None]
+
+    def pin(self, answer_id: str, rank: int, by: str) -> Pin:
+        """Pin the ``rank``-th passage (1 = the answer) of a recorded answer as the answer to its
+        question and to questions close to it. Pinning the same passage again changes nothing."""
+        answer = self.recorded(answer_id)
+        hit = next((h for h in answer.hits if h.rank == rank), None)
+        if hit is None:
+            raise NotFoundError(
+                "That source is no longer in the library.", kind="passage", ref=str(rank), library=self.name
+            )
+        question = answer.record.question
+        logged = self.store.records(self.name, community.QUESTION_KIND, keys=[answer_id])
+        entry = community.LoggedQuestion.of(logged[0]) if logged else None
+        vector = entry.vector if entry is not None else self.retriever.embed_query(question)
+        md5 = community.passage_text_md5(hit.passage.text)
+        pin = Pin(
+            community.pin_id(question, md5),
+            question,
+            vector,
+            hit.passage.id,
+            hit.article.id,
+            hit.article.key,
+            md5,
+            hit.passage.paragraph,
+            hit.article.title,
+            by,
+            community.stamp(community.utcnow()),
+        )
+        self.store.put_record(self.name, pin.to_record())
+        self._forget_state()
+        return pin
+
+    def unpin(self, ref: str) -> Pin:
+        """Remove a pin by its id (or a unique prefix of it)."""
+        ref = ref.strip()
+        matches = [p for p in self.pins() if p.id.startswith(ref)] if ref else []
+        if len(matches) != 1:
+            raise NotFoundError(
+                f"No pin {'matches' if not matches else 'is uniquely named by'} {ref!r}: see the list of pins.",
+                kind="passage",
+                ref=ref,
+                library=self.name,
+            )
+        self.store.delete_records(self.name, community.PIN_KIND, keys=[matches[0].id])
+        self._forget_state()
+        return matches[0]
+
+    def dropped_pins(self) -> list[Pin]:
+        """Pins removed because their passage changed or went away (until cleared)."""
+        return [
+            p for p in map(Pin.of, self.store.records(self.name, community.DROPPED_PIN_KIND)) if p is not None
+        ]
+
+    def clear_dropped_pins(self) -> int:
+        """Forget the report of dropped pins."""
+        return self.store.delete_records(self.name, community.DROPPED_PIN_KIND)
+
+    def _refresh_pins(self) -> tuple[str, ...]:
+        """After a write: follow each pin to its passage's new id when the article was
+        re-ingested with the passage's text unchanged, drop it otherwise. Returns the dropped
+        pins' questions."""
+        pins = self.pins()
+        if not pins:
+            return ()
+        current = {p.id: p for p in self.store.passages(self.name, [pin.passage_id for pin in pins])}
+        dropped: list[str] = []
+        for pin in pins:
+            passage = current.get(pin.passage_id)
+            if passage is not None and community.passage_text_md5(passage.text) == pin.text_md5:
+                continue
+            moved = None
+            for info in self.store.find_articles(self.name, keys=[pin.article_key]):
+                moved = next(
+                    (
+                        p
+                        for p in self.store.article_passages(self.name, info.id)
+                        if community.passage_text_md5(p.text) == pin.text_md5
+                    ),
+                    None,
+                )
+            if moved is not None:
+                new = replace(
+                    pin, passage_id=moved.id, article_id=moved.article_id, paragraph=moved.paragraph
+                )
+                self.store.put_record(self.name, new.to_record())
+                continue
+            self.store.delete_records(self.name, community.PIN_KIND, keys=[pin.id])
+            record = pin.to_record()
+            self.store.put_record(
+                self.name,
+                Record(
+                    community.DROPPED_PIN_KIND,
+                    pin.id,
+                    record.value,
+                    record.user,
+                    community.stamp(community.utcnow()),
+                ),
+            )
+            dropped.append(pin.question)
+        self._forget_state()
+        return tuple(dropped)
+
+    # ------------------------------------------------------------------ quotas and members
+
+    def check_ingest_quota(self) -> None:
+        """Raise :class:`~embeddings.community.QuotaError` when the server may not add now."""
+        stored = len(self.store.list_articles(self.name)) if self.exists() else 0
+        community.check_ingest_quota(self.settings(), community.usage(self.store, self.name), stored)
+
+    def record_usage(self, report: IngestReport, key: str | None = None) -> None:
+        """Count what an ingest added against the daily quotas."""
+        changed = [r.article for r in report.results if r.status in ("added", "replaced") and r.article]
+        if changed:
+            infos = {a.id: a for a in changed}
+            size = 0
+            for aid in infos:
+                article = self.store.get_article(self.name, aid)
+                size += len(article.text.encode("utf-8")) if article else 0
+            community.record_usage(self.store, self.name, key or uuid.uuid4().hex, len(changed), size)
+
+    def member_data(self, user: str) -> MemberData:
+        """What the library holds about one member: logged questions and votes."""
+        if not self.exists():
+            return MemberData((), ())
+        questions = [
+            q
+            for q in map(
+                community.LoggedQuestion.of, self.store.records(self.name, community.QUESTION_KIND, user=user)
+            )
+            if q is not None
+        ]
+        votes = [f for f in self.store.list_feedback(self.name, limit=100_000) if f.user == user]
+        return MemberData(tuple(questions), tuple(votes))
+
+    def erase_member(self, user: str) -> tuple[int, int]:
+        """Delete a member's logged questions and votes; how many of each."""
+        questions = self.store.delete_records(self.name, community.QUESTION_KIND, user=user)
+        votes = self.store.delete_feedback(self.name, user)
+        return questions, votes
 
     def summarize(self, ref: str, sentences: int = 3) -> Summary:
         """An extractive summary of one article (by id or title), cached until the article changes."""

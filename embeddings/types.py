@@ -235,6 +235,7 @@ class Answer:
     hits: tuple[Hit, ...]
     highlight: tuple[int, int] | None = None
     notes: tuple[str, ...] = ()
+    pinned: bool = False  # the server's moderators chose this passage for questions like this
 
     @property
     def best(self) -> Hit | None:
@@ -266,6 +267,7 @@ class IngestReport:
     """The outcome of one ingest call, source by source."""
 
     results: tuple[IngestResult, ...]
+    dropped_pins: tuple[str, ...] = ()  # questions whose pinned passage changed or went away
 
     def count(self, status: str) -> int:
         """How many sources ended with ``status``."""

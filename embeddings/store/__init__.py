@@ -133,6 +133,20 @@ class Feedback:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A small piece of library state kept for a front end's features: a server's settings, a
+    logged question, a pin. ``kind`` and ``key`` name it; ``user`` is whose it is (empty for the
+    server's own), so a member's data can be shown and erased; ``at`` is when it was written
+    (ISO 8601 UTC); ``value`` is JSON text the caller writes and reads."""
+
+    kind: str
+    key: str
+    value: str
+    user: str = ""
+    at: str = ""
+
+
 def article_info(row: Sequence[Any]) -> ArticleInfo:
     """An :class:`ArticleInfo` from a row of id, key, title, byline, date, url, source,
     content_hash, paragraph_count, passage_count, added_at (the order both stores select)."""
@@ -244,6 +258,49 @@ class Store(Protocol):
 
     def delete_subscription(self, library: str, url: str) -> bool:
         """Remove a subscription; True if there was one."""
+        ...
+
+    def set_feedback_reason(self, library: str, answer_id: str, user: str, reason: str) -> bool:
+        """Add ``reason`` to the vote ``user`` gave answer ``answer_id``; False if there is none."""
+        ...
+
+    def delete_feedback(self, library: str, user: str) -> int:
+        """Remove every vote of ``user``; how many were removed."""
+        ...
+
+    def put_record(self, library: str, record: Record) -> None:
+        """Add a record or replace the one of the same kind and key (creating the library's
+        storage if needed: a server's settings may come before its first article)."""
+        ...
+
+    def records(
+        self,
+        library: str,
+        kind: str,
+        *,
+        keys: Sequence[str] | None = None,
+        user: str | None = None,
+        since: str | None = None,
+    ) -> list[Record]:
+        """The records of ``kind`` (only ``keys``, of ``user``, written at or after ``since``),
+        oldest first; none for a library that does not exist."""
+        ...
+
+    def delete_records(
+        self,
+        library: str,
+        kind: str | None = None,
+        *,
+        keys: Sequence[str] | None = None,
+        user: str | None = None,
+        before: str | None = None,
+    ) -> int:
+        """Remove records (of ``kind``, only ``keys``, of ``user``, written before ``before``);
+        how many were removed."""
+        ...
+
+    def drop(self, library: str) -> bool:
+        """Delete the library and everything in it; False if there was none."""
         ...
 
     def get_cached(self, library: str, kind: str, key: str) -> str | None:

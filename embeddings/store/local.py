@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import socket
 import sqlite3
 import threading
@@ -53,6 +54,7 @@ from . import (
     IndexSpec,
     LexicalRows,
     PassageEvidence,
+    Record,
     SentenceRow,
     check_library_name,
 )
@@ -138,6 +140,15 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     url TEXT PRIMARY KEY,
     state TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    user TEXT NOT NULL,
+    at TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX IF NOT EXISTS records_user ON records(user);
 CREATE TABLE IF NOT EXISTS cache (
     kind TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -1150,6 +1161,127 @@ class LocalStore:
     def _has_subscriptions(conn: sqlite3.Connection) -> bool:
         # A library made before subscriptions existed has no table until one is added.
         return conn.execute("SELECT 1 FROM sqlite_schema WHERE name='subscriptions'").fetchone() is not None
+
+    def set_feedback_reason(self, library: str, answer_id: str, user: str, reason: str) -> bool:
+        """Add ``reason`` to the vote ``user`` gave answer ``answer_id``; False if there is none."""
+        with self._db(library) as conn:
+            return (
+                conn.execute(
+                    "UPDATE feedback SET extra = json_set(extra, '$.reason', ?) "
+                    "WHERE user = ? AND json_extract(extra, '$.answer_id') = ?",
+                    (reason, user, answer_id),
+                ).rowcount
+                > 0
+            )
+
+    def delete_feedback(self, library: str, user: str) -> int:
+        """Remove every vote of ``user``; how many were removed."""
+        if not self._exists(library):
+            return 0
+        with self._db(library) as conn:
+            return conn.execute("DELETE FROM feedback WHERE user = ?", (user,)).rowcount
+
+    # ------------------------------------------------------------------ records
+
+    def _exists(self, library: str) -> bool:
+        return (self.library_dir(library) / "index.sqlite3").exists()
+
+    @staticmethod
+    def _has_records(conn: sqlite3.Connection) -> bool:
+        # A read-only library made before records existed has no table (the schema adds it on open).
+        return conn.execute("SELECT 1 FROM sqlite_schema WHERE name='records'").fetchone() is not None
+
+    def put_record(self, library: str, record: Record) -> None:
+        """Add a record or replace the one of the same kind and key."""
+        with self._db(library, create=True) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO records (kind, key, user, at, value) VALUES (?,?,?,?,?)",
+                (record.kind, record.key, record.user, record.at or now(), record.value),
+            )
+
+    @staticmethod
+    def _record_filter(
+        kind: str | None,
+        keys: Sequence[str] | None,
+        user: str | None,
+        since: str | None = None,
+        before: str | None = None,
+    ) -> tuple[str, list[Any]]:
+        where, args = ["1=1"], []
+        for column, op, value in (
+            ("kind", "=", kind),
+            ("user", "=", user),
+            ("at", ">=", since),
+            ("at", "<", before),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                args.append(value)
+        if keys is not None:
+            where.append(f"key IN ({','.join('?' * len(keys))})")
+            args += list(keys)
+        return " AND ".join(where), args
+
+    def records(
+        self,
+        library: str,
+        kind: str,
+        *,
+        keys: Sequence[str] | None = None,
+        user: str | None = None,
+        since: str | None = None,
+    ) -> list[Record]:
+        """The records of ``kind`` (filtered), oldest first; none for a missing library."""
+        if not self._exists(library) or keys == []:
+            return []
+        where, args = self._record_filter(kind, keys, user, since)
+        with self._db(library) as conn:
+            if not self._has_records(conn):
+                return []
+            rows = conn.execute(
+                f"SELECT kind, key, value, user, at FROM records WHERE {where} ORDER BY at, key", args
+            ).fetchall()
+        return [Record(*r) for r in rows]
+
+    def delete_records(
+        self,
+        library: str,
+        kind: str | None = None,
+        *,
+        keys: Sequence[str] | None = None,
+        user: str | None = None,
+        before: str | None = None,
+    ) -> int:
+        """Remove the matching records; how many were removed."""
+        if not self._exists(library) or keys == []:
+            return 0
+        where, args = self._record_filter(kind, keys, user, before=before)
+        with self._db(library) as conn:
+            if not self._has_records(conn):
+                return 0
+            return conn.execute(f"DELETE FROM records WHERE {where}", args).rowcount
+
+    def drop(self, library: str) -> bool:
+        """Delete the library's folder (holding its write lock, so no ingest is half-way)."""
+        folder = self.library_dir(library)
+        if not folder.exists():
+            return False
+        with self.writer(library, timeout=30.0):
+            with self._lock:
+                conn = self._conns.pop(library, None)
+                if conn is not None:
+                    conn.close()
+                self._matrices.pop(library, None)
+            with self._access_errors(library):
+                for child in folder.iterdir():
+                    if child.name not in ("write.lock", "writer.json"):
+                        if child.is_dir():
+                            shutil.rmtree(child)
+                        else:
+                            child.unlink()
+        with contextlib.suppress(OSError):
+            shutil.rmtree(folder)
+        return True
 
     def get_cached(self, library: str, kind: str, key: str) -> str | None:
         """A cached value or None."""

@@ -31,6 +31,7 @@ from .. import (
     IndexSpec,
     LexicalRows,
     PassageEvidence,
+    Record,
     SentenceRow,
     check_library_name,
 )
@@ -942,6 +943,139 @@ class PostgresStore:
             ).rowcount
 
         return bool(self._run(run))
+
+    def set_feedback_reason(self, library: str, answer_id: str, user: str, reason: str) -> bool:
+        """Add ``reason`` to the vote ``user`` gave answer ``answer_id``; False if there is none."""
+
+        def run(conn: psycopg.Connection[Any]) -> int:
+            lib = self._lib(conn, library)
+            return conn.execute(
+                "UPDATE feedback SET extra = extra || jsonb_build_object('reason', %s::text) "
+                "WHERE library_id = %s AND \"user\" = %s AND extra->>'answer_id' = %s",
+                (reason, lib.id, user, answer_id),
+            ).rowcount
+
+        return bool(self._run(run))
+
+    def delete_feedback(self, library: str, user: str) -> int:
+        """Remove every vote of ``user``; how many were removed."""
+
+        def run(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute("SELECT id FROM libraries WHERE name = %s", (library,)).fetchone()
+            if row is None:
+                return 0
+            return conn.execute(
+                'DELETE FROM feedback WHERE library_id = %s AND "user" = %s', (row[0], user)
+            ).rowcount
+
+        return int(self._run(run))
+
+    # ------------------------------------------------------------------ records
+
+    def put_record(self, library: str, record: Record) -> None:
+        """Add a record or replace the one of the same kind and key (creating the library's row)."""
+        check_library_name(library)
+
+        def run(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("INSERT INTO libraries (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (library,))
+            conn.execute(
+                'INSERT INTO records (library_id, kind, key, "user", at, value) '
+                "SELECT id, %s, %s, %s, %s, %s FROM libraries WHERE name = %s "
+                'ON CONFLICT (library_id, kind, key) DO UPDATE SET "user" = EXCLUDED."user", '
+                "at = EXCLUDED.at, value = EXCLUDED.value",
+                (record.kind, record.key, record.user, record.at or now(), record.value, library),
+            )
+
+        self._run(run)
+
+    @staticmethod
+    def _record_filter(
+        lib_id: int,
+        kind: str | None,
+        keys: Sequence[str] | None,
+        user: str | None,
+        since: str | None = None,
+        before: str | None = None,
+    ) -> tuple[str, list[Any]]:
+        where: list[str] = ["library_id = %s"]
+        args: list[Any] = [lib_id]
+        for column, op, value in (
+            ("kind", "=", kind),
+            ('"user"', "=", user),
+            ("at", ">=", since),
+            ("at", "<", before),
+        ):
+            if value is not None:
+                where.append(f'{column} {op} %s COLLATE "C"' if column == "at" else f"{column} {op} %s")
+                args.append(value)
+        if keys is not None:
+            where.append("key = ANY(%s)")
+            args.append(list(keys))
+        return " AND ".join(where), args
+
+    def records(
+        self,
+        library: str,
+        kind: str,
+        *,
+        keys: Sequence[str] | None = None,
+        user: str | None = None,
+        since: str | None = None,
+    ) -> list[Record]:
+        """The records of ``kind`` (filtered), oldest first; none for a missing library."""
+
+        def run(conn: psycopg.Connection[Any]) -> list[Any]:
+            row = conn.execute("SELECT id FROM libraries WHERE name = %s", (library,)).fetchone()
+            if row is None:
+                return []
+            where, args = self._record_filter(row[0], kind, keys, user, since)
+            return conn.execute(
+                f'SELECT kind, key, value, "user", at FROM records WHERE {where} '
+                'ORDER BY at COLLATE "C", key COLLATE "C"',
+                args,
+            ).fetchall()
+
+        return [Record(*r) for r in self._run(run)]
+
+    def delete_records(
+        self,
+        library: str,
+        kind: str | None = None,
+        *,
+        keys: Sequence[str] | None = None,
+        user: str | None = None,
+        before: str | None = None,
+    ) -> int:
+        """Remove the matching records; how many were removed."""
+
+        def run(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute("SELECT id FROM libraries WHERE name = %s", (library,)).fetchone()
+            if row is None:
+                return 0
+            where, args = self._record_filter(row[0], kind, keys, user, before=before)
+            return conn.execute(f"DELETE FROM records WHERE {where}", args).rowcount
+
+        return int(self._run(run))
+
+    def drop(self, library: str) -> bool:
+        """Delete the library and everything in it (its rows cascade), under its write lock."""
+        check_library_name(library)
+        with self.writer(library, timeout=30.0):
+
+            def run(conn: psycopg.Connection[Any]) -> int:
+                row = conn.execute("SELECT id FROM libraries WHERE name = %s", (library,)).fetchone()
+                if row is None:
+                    return 0
+                # Its HNSW indexes are partial indexes named by the library's id: gone with it.
+                names = conn.execute(
+                    "SELECT relname FROM pg_class WHERE relkind = 'i' AND (relname LIKE %s OR relname LIKE %s)",
+                    (f"passages\\_hnsw\\_{row[0]}\\_%", f"sentences\\_hnsw\\_{row[0]}\\_%"),
+                ).fetchall()
+                for (name,) in names:
+                    conn.execute(f'DROP INDEX IF EXISTS "{name}"')
+                return conn.execute("DELETE FROM libraries WHERE id = %s", (row[0],)).rowcount
+
+            return bool(self._run(run))
 
     def get_cached(self, library: str, kind: str, key: str) -> str | None:
         """A cached value or None."""
