@@ -723,6 +723,141 @@ def cmd_feedback(app: App, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_config(app: App, args: argparse.Namespace) -> int:
+    """citebot config [NAME [VALUE]]"""
+    from embeddings.community import SETTING_HELP, describe_value, parse_setting
+
+    lib = app.reading_library(args.library)
+    if args.value is not None:
+        lib.configure(**{args.name: parse_setting(args.name, args.value)})
+    elif args.name is not None:
+        parse_setting(args.name, "default")  # an unknown name fails with the list of names
+    own, effective = lib.own_settings(), lib.settings()
+    names = [args.name.strip().lower().replace("-", "_")] if args.name else list(SETTING_HELP)
+    if args.json:
+        data = {n: {"value": getattr(effective, n), "default": getattr(own, n) is None} for n in names}
+        print(json.dumps(data, indent=2), file=app.out)
+        return EXIT_OK
+    width = max(len(n) for n in names)
+    for n in names:
+        value = describe_value(n, getattr(effective, n)) + (" (default)" if getattr(own, n) is None else "")
+        print(f"{n:<{width}}  {value}", file=app.out)
+        if not app.quiet:
+            print(f"{'':<{width}}  {SETTING_HELP[n]}", file=app.out)
+    return EXIT_OK
+
+
+def cmd_gaps(app: App, args: argparse.Namespace) -> int:
+    """citebot gaps [--since PERIOD] [--csv FILE]"""
+    from embeddings import community
+
+    lib = app.reading_library(args.library)
+    gaps = lib.gaps(community.utcnow() - community.parse_period(args.since))
+    if args.csv is not None:
+        text = community.gaps_csv(gaps)
+        if str(args.csv) == "-":
+            app.out.write(text)
+        else:
+            args.csv.write_text(text, encoding="utf-8")
+            print(f"Wrote {sum(g.count for g in gaps)} question(s) to {args.csv}.", file=app.err)
+        return EXIT_OK
+    if not gaps:
+        print(f"Nothing went unanswered in the last {args.since} (or no questions were kept).", file=app.out)
+        return EXIT_OK
+    for n, g in enumerate(gaps, start=1):
+        down = f", {g.downvoted} voted down" if g.downvoted else ""
+        print(f"{n}. asked {g.count}x ({g.declined} declined{down}), last {g.last_asked[:16]}", file=app.out)
+        for q in g.examples:
+            print(f"   - {q}", file=app.out)
+        if g.closest_article:
+            print(f"   closest article: {g.closest_article}", file=app.out)
+    return EXIT_OK
+
+
+def cmd_pins(app: App, args: argparse.Namespace) -> int:
+    """citebot pins [--remove ID]"""
+    lib = app.reading_library(args.library)
+    if args.remove:
+        pin = lib.unpin(args.remove)
+        print(f"Unpinned {pin.id}: {pin.question!r}.", file=app.out)
+        return EXIT_OK
+    pins, dropped = lib.pins(), lib.dropped_pins()
+    if args.json:
+        rows = [
+            {
+                "id": p.id,
+                "question": p.question,
+                "title": p.title,
+                "paragraph": p.paragraph,
+                "by": p.by,
+                "at": p.at,
+            }
+            for p in pins
+        ]
+        gone = [{"id": p.id, "question": p.question, "title": p.title} for p in dropped]
+        print(json.dumps({"pins": rows, "dropped": gone}, indent=2, ensure_ascii=False), file=app.out)
+        return EXIT_OK
+    if not pins:
+        print("No pins. Moderators pin a passage from an answer's “Other sources” in Discord.", file=app.out)
+    for p in pins:
+        print(
+            f"{p.id}  {p.question!r} -> “{p.title}” ¶ {p.paragraph}  (by {p.by}, {p.at[:10]})", file=app.out
+        )
+    for p in dropped:
+        print(
+            f"dropped {p.id}  {p.question!r}: its passage in “{p.title}” changed or was removed", file=app.out
+        )
+    return EXIT_OK
+
+
+def cmd_export(app: App, args: argparse.Namespace) -> int:
+    """citebot export FILE"""
+    from embeddings.exchange import export_library
+
+    lib = app.reading_library(args.library)
+    if str(args.file) == "-":
+        lines = export_library(lib, app.out)
+    else:
+        tmp = args.file.with_name(args.file.name + ".part")
+        try:
+            with tmp.open("w", encoding="utf-8") as handle:
+                lines = export_library(lib, handle)
+            tmp.replace(args.file)  # a half-written export never takes the file's name
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            print(f"citebot: can't write {args.file}: {exc.strerror or exc}.", file=app.err)
+            return EXIT_ERROR
+        print(f"Exported library {lib.name!r} to {args.file} ({lines} lines).", file=app.err)
+    return EXIT_OK
+
+
+def cmd_import(app: App, args: argparse.Namespace) -> int:
+    """citebot import FILE"""
+    from embeddings.exchange import import_library
+
+    try:
+        text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"citebot: can't read {args.file}: {getattr(exc, 'strerror', None) or exc}.", file=app.err)
+        return EXIT_ERROR
+    lib = app.library(args.library)
+    bar = app.progress("Embedding")
+    try:
+        report = import_library(lib, text.splitlines(), source=str(args.file), progress=bar)
+    finally:
+        bar.close()
+    status = _print_report(app, report.ingest)
+    print(
+        f"Imported into {lib.name!r}: {report.ingest.count('added')} added, {report.ingest.count('replaced')} "
+        f"replaced, {report.ingest.count('unchanged')} unchanged; settings {'set' if report.settings else 'none'}, "
+        f"{report.pins} pin(s), {report.votes} vote(s), {report.subscriptions} subscription(s).",
+        file=app.err,
+    )
+    for q in report.pins_dropped:
+        print(f"pin dropped (its passage is not in the imported articles): {q!r}", file=app.err)
+    return status
+
+
 def cmd_migrate(app: App, args: argparse.Namespace) -> int:
     """citebot migrate --to postgres|local [--library NAME | --all]"""
     from embeddings import LocalStore
@@ -994,6 +1129,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N votes (default 100)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser(
+        "config",
+        parents=[common],
+        help="show or change a library's community settings",
+        description="Show the settings a Discord server's library runs with (guild-<server id>), "
+        "or change one: `citebot config thread_mode on`. The value default resets a setting.",
+    )
+    p.add_argument("name", nargs="?", help="a setting's name")
+    p.add_argument("value", nargs="?", help="its new value")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser(
+        "gaps",
+        parents=[common],
+        help="questions the library did not answer, grouped",
+        description="Declined and voted-down questions, grouped by meaning, largest group first.",
+    )
+    p.add_argument("--since", default="30d", metavar="PERIOD", help="how far back: 24h, 7d, 4w (default 30d)")
+    p.add_argument("--csv", type=Path, metavar="FILE", help="write every question as CSV (- for stdout)")
+    p.set_defaults(func=cmd_gaps)
+
+    p = sub.add_parser(
+        "pins",
+        parents=[common],
+        help="list or remove the moderators' pinned answers",
+        description="Passages moderators chose as answers, and pins dropped because their passage changed.",
+    )
+    p.add_argument("--remove", metavar="ID", help="remove the pin with this id")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_pins)
+
+    p = sub.add_parser(
+        "export",
+        parents=[common],
+        help="write a library (articles, settings, pins, votes) to a JSON Lines file",
+        description="Everything people made: articles' cleaned text and metadata, settings, pins, "
+        "votes and subscriptions. Not the vectors: `citebot import` embeds again.",
+    )
+    p.add_argument("file", type=Path, metavar="FILE", help="where to write (- for stdout)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "import",
+        parents=[common],
+        help="add a `citebot export` file (or a Discord /export) to a library",
+        description="Checks the whole file first (a bad line changes nothing), then embeds its "
+        "articles, and restores settings, pins, votes and subscriptions.",
+    )
+    p.add_argument("file", type=Path, metavar="FILE", help="the file to read (- for stdin)")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser(
         "migrate",

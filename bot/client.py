@@ -13,6 +13,7 @@ a short apology, and no interaction is left unanswered.
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import logging
 import math
@@ -28,6 +29,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from embeddings import ArticleInfo, CitebotError, EmptyLibraryError, Encoder, Library, Store
+from embeddings.community import ServerSettings
 from embeddings.fetch import Fetcher
 
 from . import wording
@@ -42,14 +44,27 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-EXTENSIONS = ("bot.cogs.ask", "bot.cogs.articles", "bot.cogs.admin", "bot.cogs.subscriptions")
+EXTENSIONS = (
+    "bot.cogs.ask",
+    "bot.cogs.articles",
+    "bot.cogs.admin",
+    "bot.cogs.subscriptions",
+    "bot.cogs.community",
+)
 """The feature cogs, loaded in this order by ``setup_hook``."""
 
 INVITE_SCOPES = ("bot", "applications.commands")
 INVITE_PERMISSIONS = discord.Permissions(
-    send_messages=True, embed_links=True, read_message_history=True, use_application_commands=True
+    send_messages=True,
+    embed_links=True,
+    attach_files=True,
+    read_message_history=True,
+    use_application_commands=True,
+    create_public_threads=True,
+    send_messages_in_threads=True,
 )
-"""What the bot asks for when invited: enough to answer, embed citations, and read replies."""
+"""What the bot asks for when invited: enough to answer, embed citations, read replies, attach
+reports (/gaps, /export) and answer in threads and forum posts."""
 
 APOLOGY = "Sorry, something went wrong on my side. It has been logged; please try again in a moment."
 WRITE_TIMEOUT = 10.0
@@ -74,14 +89,16 @@ class UserError(app_commands.AppCommandError):
     """Something the user should be told, as is (and nothing to log)."""
 
 
-def make_intents() -> discord.Intents:
-    """The gateway intents the bot needs; none of them privileged."""
+def make_intents(message_content: bool = False) -> discord.Intents:
+    """The gateway intents the bot needs; none of them privileged unless ``message_content``
+    (CITEBOT_MESSAGE_CONTENT) asks to read messages that do not mention the bot."""
     intents = discord.Intents.none()
-    intents.guilds = True  # servers and channels: where interactions come from
+    intents.guilds = True  # servers, channels, threads: where interactions and forum posts come from
     # Message events, for mentions and replies. Their text comes without the privileged
     # message-content intent when the message mentions the bot, and always in DMs.
     intents.guild_messages = True
     intents.dm_messages = True
+    intents.message_content = message_content
     return intents
 
 
@@ -161,25 +178,86 @@ class UserCooldown:
         self.setting = setting
         self._buckets: dict[int, app_commands.Cooldown] = {}
 
-    def hit(self, user_id: int) -> tuple[app_commands.Cooldown, float] | None:
-        """Count one use; ``(cooldown, retry_after)`` when the user must wait, else None."""
-        if self.setting is None:
+    def hit(
+        self, user_id: int, setting: tuple[int, float] | bool | None = True
+    ) -> tuple[app_commands.Cooldown, float] | None:
+        """Count one use; ``(cooldown, retry_after)`` when the user must wait, else None.
+
+        ``setting`` is the server's own ``(uses, seconds)`` (``(0, 0)`` or None: no limit);
+        left out, the operator's applies.
+        """
+        if setting is True:
+            setting = self.setting
+        if not isinstance(setting, tuple) or not setting[0]:
             return None
-        rate, per = self.setting
+        rate, per = setting
         now = time.time()
         if len(self._buckets) > 10_000:  # forget users whose window has passed
-            self._buckets = {u: c for u, c in self._buckets.items() if now - c._window < per}
-        bucket = self._buckets.setdefault(user_id, app_commands.Cooldown(rate, per))
+            self._buckets = {u: c for u, c in self._buckets.items() if now - c._window < c.per}
+        bucket = self._buckets.get(user_id)
+        if bucket is None or (bucket.rate, bucket.per) != (rate, per):  # new, or the server changed it
+            bucket = self._buckets[user_id] = app_commands.Cooldown(rate, per)
         retry_after = bucket.update_rate_limit(now)
         return (bucket, retry_after) if retry_after else None
 
 
-def cooldown_check(interaction: discord.Interaction[Citebot]) -> bool:
-    """An app-command check applying the shared per-user cooldown."""
-    hit = interaction.client.ask_cooldown.hit(interaction.user.id)
+class ServerRate:
+    """Questions per minute for a whole server (a sliding window per server)."""
+
+    WINDOW = 60.0
+
+    def __init__(self) -> None:
+        self._asked: dict[int, collections.deque[float]] = {}
+
+    def hit(self, guild_id: int, per_minute: int) -> float | None:
+        """Count one question; the seconds to wait when the server is over its limit, else None."""
+        if not per_minute:
+            return None
+        now = time.monotonic()
+        asked = self._asked.setdefault(guild_id, collections.deque())
+        while asked and now - asked[0] >= self.WINDOW:
+            asked.popleft()
+        if len(asked) >= per_minute:
+            return self.WINDOW - (now - asked[0])
+        asked.append(now)
+        return None
+
+
+def server_busy_text(per_minute: int, retry_after: float) -> str:
+    """What a member reads when the server's questions-per-minute quota is reached."""
+    return (
+        f"This server has asked {per_minute} questions in the last minute, its limit. "
+        f"Try again in {math.ceil(retry_after)} s."
+    )
+
+
+async def cooldown_check(interaction: discord.Interaction[Citebot]) -> bool:
+    """An app-command check applying the per-user cooldown and the server's question quota."""
+    bot = interaction.client
+    settings = await bot.server_settings(interaction.guild_id)
+    hit = bot.ask_cooldown.hit(interaction.user.id, settings.cooldown)
     if hit is not None:
         raise app_commands.CommandOnCooldown(*hit)
+    if interaction.guild_id is not None:
+        wait = bot.server_rate.hit(interaction.guild_id, settings.questions_per_minute or 0)
+        if wait is not None:
+            raise UserError(server_busy_text(settings.questions_per_minute or 0, wait))
     return True
+
+
+async def manager_check(interaction: discord.Interaction[Citebot]) -> bool:
+    """Manage Server, or the role the server's settings name (``manager_role``)."""
+    if interaction.permissions.manage_guild:
+        return True
+    settings = await interaction.client.server_settings(interaction.guild_id)
+    member = interaction.user
+    if (
+        settings.manager_role
+        and isinstance(member, discord.Member)
+        and any(role.id == settings.manager_role for role in member.roles)
+    ):
+        return True
+    raise app_commands.MissingPermissions(["manage_guild"])
 
 
 def guild_only_check(interaction: discord.Interaction[Any]) -> bool:
@@ -301,7 +379,7 @@ class Citebot(commands.AutoShardedBot):
             options["shard_ids"] = list(settings.shard_ids)
         super().__init__(
             command_prefix=commands.when_mentioned,  # only "@citebot sync" (owner)
-            intents=make_intents(),
+            intents=make_intents(settings.message_content),
             allowed_mentions=discord.AllowedMentions.none(),  # article text must never ping
             tree_cls=tree_cls,
             help_command=None,
@@ -319,6 +397,7 @@ class Citebot(commands.AutoShardedBot):
             allowed_networks=settings.fetch_allow,  # the operator's intranet, if any
         )
         self.ask_cooldown = UserCooldown(settings.ask_cooldown)
+        self.server_rate = ServerRate()
         self.sync_on_start = sync_on_start
         # Model and store work: one queue per server, served in turn (bot/fairness.py); writes
         # (ingest, forget) in a lane of their own, fair between servers in the same way.
@@ -407,6 +486,13 @@ class Citebot(commands.AutoShardedBot):
 
         pool, name = (self.writes, "write") if write else (self.executor, "library")
         return await asyncio.wrap_future(pool.submit(guild_id, self.metrics.track(run, name)))
+
+    async def server_settings(self, guild_id: int | None) -> ServerSettings:
+        """A server's settings in force (read off the model's pool; cached by the library)."""
+        if guild_id is None:
+            return self.libraries.get(None).server_defaults
+        library = self.libraries.get(guild_id)
+        return await asyncio.get_running_loop().run_in_executor(self.lookups, library.settings)
 
     async def download(self, guild_id: int | None, work: Callable[..., T], /, *args: Any) -> T:
         """Run a download on the download pool, one at a time per server."""

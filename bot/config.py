@@ -253,6 +253,27 @@ class Settings:
     ask_cooldown: tuple[int, float] | None = _setting(
         "CITEBOT_ASK_COOLDOWN", _cooldown("CITEBOT_ASK_COOLDOWN"), (3, 30.0)
     )
+    # Community defaults: what a server gets until its moderators change it with /config.
+    autoreply_threshold: float | None = _setting(
+        "CITEBOT_AUTOREPLY_THRESHOLD", _opt(_float("CITEBOT_AUTOREPLY_THRESHOLD")), None
+    )
+    server_questions_per_minute: int = _setting(
+        "CITEBOT_SERVER_QUESTIONS_PER_MINUTE", _int("CITEBOT_SERVER_QUESTIONS_PER_MINUTE", 0), 30
+    )
+    server_articles_per_day: int = _setting(
+        "CITEBOT_SERVER_ARTICLES_PER_DAY", _int("CITEBOT_SERVER_ARTICLES_PER_DAY", 0), 500
+    )
+    server_megabytes_per_day: float = _setting(
+        "CITEBOT_SERVER_MEGABYTES_PER_DAY", _float("CITEBOT_SERVER_MEGABYTES_PER_DAY"), 50.0
+    )
+    server_max_articles: int = _setting(
+        "CITEBOT_SERVER_MAX_ARTICLES", _int("CITEBOT_SERVER_MAX_ARTICLES", 0), 10_000
+    )
+    question_retention_days: int = _setting(
+        "CITEBOT_QUESTION_RETENTION_DAYS", _int("CITEBOT_QUESTION_RETENTION_DAYS", 0), 90
+    )
+    leave_grace_days: int = _setting("CITEBOT_LEAVE_GRACE_DAYS", _int("CITEBOT_LEAVE_GRACE_DAYS", 0), 30)
+    message_content: bool = _setting("CITEBOT_MESSAGE_CONTENT", _bool("CITEBOT_MESSAGE_CONTENT"), False)
     fetch_timeout: float = _setting("CITEBOT_FETCH_TIMEOUT", _positive("CITEBOT_FETCH_TIMEOUT"), 10.0)
     fetch_max_bytes: int = _setting(
         "CITEBOT_FETCH_MAX_BYTES", _int("CITEBOT_FETCH_MAX_BYTES", 1024), 5_000_000
@@ -289,6 +310,11 @@ class Settings:
                     f"SHARD_IDS must be shard numbers from 0 to {self.shard_count - 1} "
                     f"(SHARD_COUNT={self.shard_count}), not {list(self.shard_ids)}."
                 )
+        for name in ("autoreply_threshold", "abstain_threshold"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                env = "CITEBOT_" + name.upper()
+                raise ConfigError(f"{env} must be a confidence from 0 to 1, not {value}.")
         if self.dm_library is not None:
             try:
                 check_library_name(self.dm_library)

@@ -21,6 +21,7 @@ import discord
 from discord.utils import escape_markdown
 
 from embeddings import Answer, ArticleInfo, Citation, Hit, IngestReport, Passage, Summary, split_sentences
+from embeddings.community import Pin
 from embeddings.library import short_ids
 
 # Discord's limits, kept in one place (bot/limits.py, which also enforces them on every send).
@@ -459,8 +460,25 @@ def ingest_embed(report: IngestReport, source: str) -> discord.Embed:
         shown.append(line)
         used += len(line) + 1
     embed.description = "\n".join(shown) or "The source held no articles."
+    if report.dropped_pins:
+        questions = "\n".join(f"• “{escape(shorten(q, 150))}”" for q in report.dropped_pins[:5])
+        embed.add_field(
+            name="Pins dropped: their passage changed",
+            value=shorten(questions + "\nSee /pins; pin the new passage again if it still answers.", 1000),
+            inline=False,
+        )
     embed.set_footer(text=f"{report.passages_added} passage(s) embedded")
     return embed
+
+
+def pinned_text(pin: Pin) -> str:
+    """The confirmation of a new pin."""
+    return shorten(
+        f"📌 Pinned: questions like “{escape(shorten(pin.question, 200))}” now get ¶ {pin.paragraph} of "
+        f"“{escape(shorten(pin.title, 150))}” first, marked as chosen by this server's moderators. "
+        f"/pins lists and removes pins.",
+        CONTENT_LIMIT,
+    )
 
 
 def help_embed(commands: Sequence[tuple[str, str]], *, bot_name: str) -> discord.Embed:

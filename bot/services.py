@@ -20,7 +20,9 @@ from embeddings import (
     SearchConfig,
     SentenceTransformerEncoder,
     Store,
+    community,
 )
+from embeddings.community import ServerSettings
 from embeddings.ingest import ProgressFn
 
 from .config import Settings
@@ -93,6 +95,25 @@ def _cross_encoder(model: str) -> CrossEncoderReranker:
     return CrossEncoderReranker(model)
 
 
+def server_defaults(settings: Settings) -> ServerSettings:
+    """What a server gets until its moderators change it: the built-in defaults, with the
+    operator's environment over them."""
+    return replace(
+        community.DEFAULTS,
+        autoreply_threshold=(
+            settings.autoreply_threshold
+            if settings.autoreply_threshold is not None
+            else community.DEFAULTS.autoreply_threshold
+        ),
+        cooldown=settings.ask_cooldown or (0, 0.0),
+        questions_per_minute=settings.server_questions_per_minute,
+        articles_per_day=settings.server_articles_per_day,
+        megabytes_per_day=settings.server_megabytes_per_day,
+        max_articles=settings.server_max_articles,
+        retention_days=settings.question_retention_days,
+    )
+
+
 def make_library(
     settings: Settings,
     store: Store,
@@ -115,6 +136,7 @@ def make_library(
         reranker=reranker,
         write_timeout=write_timeout,
         max_article_chars=settings.max_article_chars,
+        server_defaults=server_defaults(settings),
     )
 
 

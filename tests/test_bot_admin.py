@@ -295,13 +295,13 @@ async def test_owner_sync_command(admin_bot: FakeDiscord):
     put = [s for s in admin_bot.recorder.sent if s.method == "PUT"]
     assert [s.path for s in put] == ["/applications/{application_id}/commands"]
     assert {c["name"] for c in put[0].payload} >= {"ask", "summary", "articles", "ingest", "forget", "help"}
-    assert admin_bot.recorder.last("channel").content.startswith("Synced 10 global command(s)")
+    assert admin_bot.recorder.last("channel").content.startswith("Synced 15 global command(s)")
 
     admin_bot.recorder.clear()
     await admin_bot.bot.process_commands(said("sync here", OWNER_ID))
     put = [s for s in admin_bot.recorder.sent if s.method == "PUT"]
     assert [s.url.rsplit("/guilds/", 1)[1] for s in put] == [f"{GUILD_A}/commands"]
-    assert admin_bot.recorder.last("channel").content == "Synced 10 command(s) to this server."
+    assert admin_bot.recorder.last("channel").content == "Synced 15 command(s) to this server."
 
 
 async def test_a_pdf_attachment_is_ingested_and_answers_cite_its_page(admin_bot: FakeDiscord):

@@ -116,6 +116,11 @@ async def test_help_lists_every_command(list_bot: FakeDiscord):
         "/subscribe url",
         "/subscriptions",
         "/unsubscribe url",
+        "/config [setting] [value]",
+        "/gaps [period]",
+        "/pins",
+        "/export",
+        "/privacy",
         "Apps → Ask citebot",
     ]
     assert all(f.value for f in embed.fields)

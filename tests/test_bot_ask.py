@@ -170,11 +170,20 @@ async def test_votes_are_stored_once_per_user_with_the_question_and_answer(disco
     assert discord_bot.recorder.last("followup").content == "You already rated this answer; thanks!"
     await discord_bot.click(answer, down, user_id=ADMIN_ID)
     assert all(s.ephemeral for s in discord_bot.recorder.sent)
+    # A 👎 offers the reasons, one click each; the click shows the vote and its reason counted.
+    asking = discord_bot.recorder.last("followup")
+    assert asking.content.startswith("Your 👎 is noted") and len(asking.custom_ids) == 3
+    why = next(c for c in asking.custom_ids if c.endswith(":outdated"))
+    discord_bot.recorder.clear()
+    await discord_bot.click(asking, why, user_id=ADMIN_ID)
+    shown = discord_bot.recorder.last("update")
+    assert "out of date" in shown.content and not shown.custom_ids
 
     votes = store.list_feedback(library, limit=1000)
     assert len(votes) == before + 2
     newest, older = votes[0], votes[1]
     assert (newest.vote, newest.user) == (-1, str(ADMIN_ID))
+    assert newest.extra["reason"] == "out of date" and "reason" not in older.extra
     assert (older.vote, older.user) == (1, str(USER_ID))
     assert older.question == "What did the American Embassy in Kyiv say?"
     assert older.extra["sentence"].startswith("The American Embassy in Kyiv said in a tweet Friday")

@@ -38,6 +38,11 @@ COMMANDS = {
     "subscribe",
     "subscriptions",
     "unsubscribe",
+    "config",
+    "gaps",
+    "pins",
+    "export",
+    "privacy",
     "Ask citebot",
 }
 
@@ -53,16 +58,27 @@ def hash_settings(tmp_path: Path) -> Settings:
 async def test_setup_hook_loads_cogs_and_syncs_globally(hash_settings: Settings):
     store = LocalStore(hash_settings.data_dir)
     async with running_bot(hash_settings, store, HashEncoder()) as fake:
-        assert set(fake.bot.cogs) == {"Ask", "Articles", "Admin", "Subscriptions"}
+        assert set(fake.bot.cogs) == {"Ask", "Articles", "Admin", "Subscriptions", "Community"}
         puts = [s for s in fake.startup if s.method == "PUT"]
         assert [s.path for s in puts] == ["/applications/{application_id}/commands"]
         synced = {c["name"]: c for c in puts[0].payload}
         assert set(synced) == COMMANDS
         manage_guild = discord.Permissions(manage_guild=True).value
-        for name in ("ingest", "forget", "subscribe", "subscriptions", "unsubscribe"):
+        for name in (
+            "ingest",
+            "forget",
+            "subscribe",
+            "subscriptions",
+            "unsubscribe",
+            "config",
+            "gaps",
+            "pins",
+            "export",
+        ):
             assert synced[name]["default_member_permissions"] == manage_guild
             assert synced[name]["contexts"] == [0]  # servers only
         assert synced["ask"]["default_member_permissions"] is None
+        assert synced["privacy"]["default_member_permissions"] is None  # every member's own data
         assert synced["Ask citebot"]["type"] == 3  # a message context menu
         assert all(len(c.get("description", "")) <= 100 for c in synced.values())
     store.close()
@@ -84,7 +100,13 @@ async def test_shards_are_passed_through_and_only_shard_zero_syncs(hash_settings
         assert isinstance(fake.bot, discord.AutoShardedClient)
         assert fake.bot.shard_count == 4 and fake.bot.shard_ids == [2, 3]
         assert [s for s in fake.startup if s.method == "PUT"] == []
-        assert set(fake.bot.cogs) == {"Ask", "Articles", "Admin", "Subscriptions"}  # still serves its servers
+        assert set(fake.bot.cogs) == {
+            "Ask",
+            "Articles",
+            "Admin",
+            "Subscriptions",
+            "Community",
+        }  # still serves its servers
     async with running_bot(replace(settings, shard_ids=(0, 1)), store, HashEncoder()) as fake:
         assert len([s for s in fake.startup if s.method == "PUT"]) == 1
     store.close()
@@ -111,6 +133,10 @@ def test_intents_and_mentions():
     bot = Citebot(Settings.load(environ={}, env_file=None), LocalStore("/nonexistent"), HashEncoder())
     assert bot.allowed_mentions is not None and bot.allowed_mentions.to_dict() == {"parse": []}
     assert bot.intents.value == intents.value
+    # Reading unaddressed messages (threads, forum posts) is the operator's choice: privileged.
+    assert make_intents(message_content=True).message_content
+    settings = Settings.load(environ={"CITEBOT_MESSAGE_CONTENT": "1"}, env_file=None)
+    assert Citebot(settings, LocalStore("/nonexistent"), HashEncoder()).intents.message_content
 
 
 def test_the_fetcher_keeps_the_core_free_of_discord():

@@ -18,7 +18,7 @@ from embeddings.articles import SUPPORTED_SUFFIXES
 from embeddings.fetch import Fetcher
 
 from .. import render
-from ..client import Citebot, UserError, guild_only_check, report_error
+from ..client import Citebot, UserError, guild_only_check, manager_check, report_error
 from ..limits import fit
 from .articles import article_autocomplete
 
@@ -42,8 +42,12 @@ def upload_key(filename: str, data: bytes) -> str:
 
 
 def ingest_upload(library: Library, data: bytes, filename: str) -> IngestReport:
-    """Worker-thread: parse an uploaded file and add its articles (keyed by :func:`upload_key`)."""
-    return library.ingest(load_bytes(data, name=filename, key=upload_key(filename, data)))
+    """Worker-thread: parse an uploaded file and add its articles (keyed by :func:`upload_key`),
+    within the server's quotas."""
+    library.check_ingest_quota()
+    report = library.ingest(load_bytes(data, name=filename, key=upload_key(filename, data)))
+    library.record_usage(report)
+    return report
 
 
 def download(url: str, fetcher: Fetcher) -> list[Document | CitebotError]:
@@ -55,8 +59,12 @@ def download(url: str, fetcher: Fetcher) -> list[Document | CitebotError]:
 
 
 def ingest_documents(library: Library, items: list[Document | CitebotError]) -> IngestReport:
-    """Worker-thread: add downloaded articles (a failed download is reported as skipped)."""
-    return library.ingest(items)
+    """Worker-thread: add downloaded articles (a failed download is reported as skipped),
+    within the server's quotas."""
+    library.check_ingest_quota()
+    report = library.ingest(items)
+    library.record_usage(report)
+    return report
 
 
 def _source_label(url: str) -> str:
@@ -105,8 +113,9 @@ class ForgetButton(
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         """Remove the article, if the clicker may."""
         try:
-            if interaction.guild_id is None or not interaction.permissions.manage_guild:
-                raise UserError("You need the Manage Server permission to remove articles.")
+            if interaction.guild_id is None:
+                raise UserError("This works only in a server.")
+            await manager_check(interaction)
             await interaction.response.defer(ephemeral=True, thinking=True)
             await forget_and_report(interaction, self.article_id)
         except Exception as exc:
@@ -134,7 +143,7 @@ class Admin(commands.Cog):
     )
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_guild=True)
-    @app_commands.checks.has_permissions(manage_guild=True)
+    @app_commands.check(manager_check)
     @app_commands.check(guild_only_check)  # innermost, so it runs first
     async def ingest(
         self,
@@ -160,6 +169,8 @@ class Admin(commands.Cog):
                 )
         await interaction.response.defer(ephemeral=True, thinking=True)
         guild_id = interaction.guild_id
+        # Over a quota, say so before a download or an upload is read.
+        await self.bot.in_library(guild_id, Library.check_ingest_quota, create=True)
         if file is not None:
             data = await file.read()
             report = await self.bot.in_library(
@@ -191,7 +202,7 @@ class Admin(commands.Cog):
     @app_commands.describe(article="The article to remove (start typing its title)")
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_guild=True)
-    @app_commands.checks.has_permissions(manage_guild=True)
+    @app_commands.check(manager_check)
     @app_commands.check(guild_only_check)  # innermost, so it runs first
     @app_commands.autocomplete(article=article_autocomplete)
     async def forget(self, interaction: discord.Interaction[Citebot], article: str) -> None:

@@ -32,7 +32,7 @@ from embeddings.subscriptions import (
 )
 
 from .. import render
-from ..client import Citebot, UserError, guild_only_check, report_error
+from ..client import Citebot, UserError, guild_only_check, manager_check, report_error
 from ..config import Settings
 from ..limits import fit
 from ..services import sync_subscription
@@ -204,7 +204,7 @@ class Subscriptions(commands.Cog):
     @app_commands.describe(url="A feed (RSS/Atom), a sitemap, or a site whose page links its feed")
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_guild=True)
-    @app_commands.checks.has_permissions(manage_guild=True)
+    @app_commands.check(manager_check)
     @app_commands.check(guild_only_check)
     async def subscribe(self, interaction: discord.Interaction[Citebot], url: str) -> None:
         """Follow a feed or sitemap: add what it lists now, and keep it current (Manage Server)."""
@@ -224,7 +224,7 @@ class Subscriptions(commands.Cog):
     @app_commands.command(name="subscriptions")
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_guild=True)
-    @app_commands.checks.has_permissions(manage_guild=True)
+    @app_commands.check(manager_check)
     @app_commands.check(guild_only_check)
     async def subscriptions(self, interaction: discord.Interaction[Citebot]) -> None:
         """The feeds and sitemaps this server follows (Manage Server)."""
@@ -256,7 +256,7 @@ class Subscriptions(commands.Cog):
     @app_commands.describe(url="The feed or sitemap address, as /subscriptions shows it")
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_guild=True)
-    @app_commands.checks.has_permissions(manage_guild=True)
+    @app_commands.check(manager_check)
     @app_commands.check(guild_only_check)
     async def unsubscribe_command(self, interaction: discord.Interaction[Citebot], url: str) -> None:
         """Stop following a feed or sitemap; its articles are forgotten after you confirm."""
