@@ -74,6 +74,7 @@ def shorten(text: str, limit: int) -> str:
 
 
 ZWSP = "\u200b"
+_FENCE = re.compile(r"`{3,}")
 # Mention and channel syntax (<@id>, <@!id>, <@&id>, <#id>, </command:id>, custom emoji, timestamps)
 _ANGLE = re.compile(r"<(?=[@#/:at]|a:)", re.IGNORECASE)
 _EVERYONE = re.compile(r"@(?=everyone|here)", re.IGNORECASE)
@@ -213,9 +214,10 @@ def code_excerpt(text: str, limit: int) -> Excerpt:
     """A code passage as a fenced block within ``limit`` characters, cut between lines.
 
     Code is shown as written (no escaping, no bold: nothing inside a fence is Markdown); a
-    fence inside it is broken with a zero-width space so it cannot close the block early.
+    fence inside it (any run of three or more backticks) is broken with zero-width spaces between
+    its backticks, so no three stay together to close the block early.
     """
-    body = text.replace("```", "`" + ZWSP + "``")
+    body = _FENCE.sub(lambda m: ZWSP.join(m.group()), text)
     room = limit - len("```\n\n```") - len(ELLIPSIS) - 1
     cut = False
     if len(body) > room:

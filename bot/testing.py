@@ -90,6 +90,59 @@ def member_payload(user_id: int, permissions: discord.Permissions, name: str = "
     }
 
 
+def forum_of(guild_id: int) -> int:
+    """The one forum channel of a test server."""
+    return guild_id + 2
+
+
+def forum_payload(guild_id: int) -> dict[str, Any]:
+    return {
+        "id": str(forum_of(guild_id)),
+        "type": 15,
+        "guild_id": str(guild_id),
+        "name": "questions",
+        "position": 1,
+        "permission_overwrites": [],
+        "nsfw": False,
+        "parent_id": None,
+        "topic": None,
+        "rate_limit_per_user": 0,
+        "default_auto_archive_duration": 1440,
+        "available_tags": [],
+        "default_reaction_emoji": None,
+        "flags": 0,
+        "default_thread_rate_limit_per_user": 0,
+        "default_sort_order": None,
+        "default_forum_layout": 0,
+    }
+
+
+def thread_payload(
+    guild_id: int, parent_id: int, owner_id: int, name: str, thread_id: int | None = None
+) -> dict[str, Any]:
+    """A THREAD_CREATE-shaped payload: a public thread, or a forum post when the parent is a forum."""
+    return {
+        "id": str(thread_id or snowflake()),
+        "type": 11,
+        "guild_id": str(guild_id),
+        "parent_id": str(parent_id),
+        "owner_id": str(owner_id),
+        "name": name,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "message_count": 0,
+        "member_count": 1,
+        "flags": 0,
+        "applied_tags": [],
+        "thread_metadata": {
+            "archived": False,
+            "auto_archive_duration": 1440,
+            "archive_timestamp": "2024-01-01T00:00:00+00:00",
+            "locked": False,
+        },
+    }
+
+
 def channel_payload(guild_id: int) -> dict[str, Any]:
     return {
         "id": str(channel_of(guild_id)),
@@ -122,7 +175,7 @@ def guild_payload(guild_id: int) -> dict[str, Any]:
                 "flags": 0,
             }
         ],
-        "channels": [channel_payload(guild_id)],
+        "channels": [channel_payload(guild_id), forum_payload(guild_id)],
         "members": [
             member_payload(BOT_ID, MEMBER_PERMISSIONS, "citebot")
             | {"user": user_payload(BOT_ID, "citebot", True)}
@@ -468,6 +521,9 @@ class RecordingHTTP(HTTPClient):
         self.cdn: dict[str, bytes] = {}
         self.messages: dict[int, dict[str, Any]] = {}
         self.logins: list[str] = []
+        self.threads: list[dict[str, Any]] = []  # threads the bot opened
+        # The channels of each test server, so a thread opened on a message knows its server.
+        self.guild_of_channel: dict[int, set[int]] = {g: {channel_of(g), forum_of(g)} for g in GUILDS}
 
     async def static_login(self, token: str) -> Any:
         self.logins.append(token)
@@ -495,6 +551,12 @@ class RecordingHTTP(HTTPClient):
             created = _bot_message(sent.payload, str(route.channel_id), sent.payload.get("message_reference"))
             self.messages[int(created["id"])] = created
             return created
+        if path == "/channels/{channel_id}/messages/{message_id}/threads" and route.method == "POST":
+            parent = int(route.url.split("/channels/", 1)[1].split("/", 1)[0])
+            guild_id = next((g for g in self.guild_of_channel if parent in self.guild_of_channel[g]), 0)
+            thread = thread_payload(guild_id, parent, BOT_ID, (payload or {}).get("name", ""))
+            self.threads.append(thread)
+            return thread
         if path == "/channels/{channel_id}/messages/{message_id}" and route.method == "GET":
             message_id = int(route.url.rsplit("/", 1)[1])
             if message_id in self.messages:
@@ -667,18 +729,46 @@ class FakeDiscord:
         mention: bool = True,
         referenced: dict[str, Any] | None = None,
         user_id: int = USER_ID,
+        channel_id: int | None = None,
     ) -> discord.Message:
-        """A member posts a message; the Ask cog's listener handles it."""
+        """A member posts a message (in the server's channel, or ``channel_id``: a thread); the
+        Ask cog's listener handles it."""
         payload = message_payload(
             content=(f"<@{BOT_ID}> " if mention else "") + content,
             author=user_payload(user_id),
             guild_id=guild_id,
+            channel_id=channel_id,
             mentions=[user_payload(BOT_ID, "citebot", bot=True)] if mention else [],
             referenced=referenced,
         )
         message = self.message(payload)
         await self.bot.get_cog("Ask").on_message(message)  # type: ignore[union-attr]
         return message
+
+    def add_thread(self, payload: dict[str, Any]) -> discord.Thread:
+        """A thread (or forum post) the gateway announced, in the server's cache."""
+        guild = self.bot.get_guild(int(payload["guild_id"]))
+        assert guild is not None
+        thread = discord.Thread(guild=guild, state=self.bot._connection, data=payload)  # type: ignore[arg-type]
+        guild._add_thread(thread)
+        self.http.guild_of_channel.setdefault(guild.id, set()).add(thread.id)
+        return thread
+
+    async def forum_post(
+        self, title: str, content: str, *, guild_id: int = GUILD_A, user_id: int = USER_ID
+    ) -> discord.Thread:
+        """A member opens a post in the server's forum channel; the Community cog sees THREAD_CREATE."""
+        thread = self.add_thread(thread_payload(guild_id, forum_of(guild_id), user_id, title))
+        # A forum post's first message has the post's id.
+        self.http.messages[thread.id] = message_payload(
+            content=content,
+            author=user_payload(user_id),
+            guild_id=guild_id,
+            channel_id=thread.id,
+            message_id=thread.id,
+        )
+        await self.bot.get_cog("Community").on_thread_create(thread)  # type: ignore[union-attr]
+        return thread
 
 
 async def start_bot(settings: Any, store: Any, encoder: Any, **options: Any) -> tuple[FakeDiscord, Any]:

@@ -550,15 +550,20 @@ def passage_text_md5(text: str) -> str:
     return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
-def best_pin(
-    pins: Sequence[Pin], vector: NDArray[np.float32], threshold: float = PIN_THRESHOLD
-) -> Pin | None:
-    """The pin whose question is closest to ``vector``, when at or above ``threshold``."""
-    if not pins:
-        return None
-    sims = np.stack([p.vector for p in pins]) @ np.asarray(vector, dtype=np.float32)
-    best = int(np.argmax(sims))
-    return pins[best] if sims[best] >= threshold else None
+class PinIndex:
+    """A library's pins with their question vectors stacked once, for one product per question."""
+
+    def __init__(self, pins: Sequence[Pin]) -> None:
+        self.pins = list(pins)
+        self._matrix = np.stack([p.vector for p in self.pins]) if self.pins else None
+
+    def best(self, vector: NDArray[np.float32], threshold: float = PIN_THRESHOLD) -> Pin | None:
+        """The pin whose question is closest to ``vector``, when at or above ``threshold``."""
+        if self._matrix is None:
+            return None
+        sims = self._matrix @ np.asarray(vector, dtype=np.float32)
+        best = int(np.argmax(sims))
+        return self.pins[best] if sims[best] >= threshold else None
 
 
 # ---------------------------------------------------------------------- quotas

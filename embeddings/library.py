@@ -141,7 +141,7 @@ class Library:
     ) -> None:
         self.max_article_chars = max_article_chars
         self.server_defaults = server_defaults
-        self._state: tuple[float, ServerSettings, list[Pin]] | None = None
+        self._state: tuple[float, ServerSettings, community.PinIndex] | None = None
         self._state_lock = threading.Lock()
         self.store = store
         self.encoder = encoder
@@ -469,7 +469,7 @@ class Library:
         candidates = self.retriever.candidates(self.name, q, qvec, article_ids, timings)
         start = time.perf_counter()
         settings, pins = self._server_state()
-        pin = community.best_pin(pins, qvec)
+        pin = pins.best(qvec)
         if pin is not None and (article_ids is None or pin.article_id in article_ids):
             candidates = self._pinned_first(pin, candidates, qvec)
         else:
@@ -624,14 +624,14 @@ class Library:
 
     # ------------------------------------------------------------------ a community's settings
 
-    def _server_state(self) -> tuple[ServerSettings, list[Pin]]:
+    def _server_state(self) -> tuple[ServerSettings, community.PinIndex]:
         """The effective settings and the pins, read at most every :data:`STATE_TTL` seconds."""
         with self._state_lock:
             state = self._state
             if state is not None and time.monotonic() - state[0] < STATE_TTL:
                 return state[1], state[2]
         stored = community.load_settings(self.store, self.name)
-        pins = [p for p in map(Pin.of, self.store.records(self.name, community.PIN_KIND)) if p is not None]
+        pins = community.PinIndex(self.pins())
         settings = stored.over(self.server_defaults)
         with self._state_lock:
             self._state = (time.monotonic(), settings, pins)

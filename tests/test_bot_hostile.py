@@ -199,3 +199,38 @@ def test_the_fake_discord_refuses_what_discord_refuses(
     found = payload_problems(body)
     expected = content > 2000 or description > 4096 or fields > 25 or choices > 25
     assert bool(found) == expected, found
+
+
+@settings(max_examples=40, deadline=None)
+@given(question=long_text, title=long_text, count=st.integers(1, 40))
+def test_community_reports_never_let_a_member_write_markdown(question: str, title: str, count: int):
+    """/gaps, /pins, /privacy and the pin confirmation quote members' questions and titles."""
+    import numpy as np
+
+    from bot.cogs.community import gaps_embed, pins_embed, privacy_text
+    from embeddings import community
+    from embeddings.store import Feedback
+
+    vector = np.ones(8, np.float32)
+    gap = community.Gap(
+        count,
+        count,
+        0,
+        (question, question[:50], title),
+        title,
+        "2026-01-01T00:00:00+00:00",
+        (question,) * count,
+    )
+    check(limits.fit(embed=gaps_embed([gap] * count, "7d")))
+    pin = community.Pin(
+        "abcdef1234", question or "?", vector, 1, "a", "k", "m", 3, title, "42", "2026-01-01T00:00:00+00:00"
+    )
+    check(limits.fit(embed=pins_embed([pin] * count, [pin] * 3)))
+    check(limits.fit(content=render.pinned_text(pin)))
+    logged = community.LoggedQuestion(
+        "1", question, "42", "2026-01-01T00:00:00+00:00", False, 0.1, None, title, vector
+    )
+    votes = (Feedback(question, 1, "a", -1, "42", "2026-01-01T00:00:00+00:00", {"reason": title}),) * count
+    check(limits.fit(content=privacy_text(community.MemberData((logged,) * count, votes), 90)))
+    report = IngestReport((), dropped_pins=(question,) * count)
+    check(limits.fit(embed=render.ingest_embed(report, title or "x")))

@@ -275,3 +275,56 @@ def test_verbose_ingest_lists_what_the_cleaner_dropped(
     log = caplog.text
     assert "dropped a paragraph as advertisement: 'Advertisement'" in log
     assert "dropped a paragraph as share buttons: 'Share this article'" in log
+
+
+def test_community_commands_config_gaps_pins_export_import(env: Path, model):
+    from bot.config import Settings
+    from bot.services import make_library
+    from embeddings import LocalStore
+
+    assert run(model, "ask", "What did the American Embassy in Kyiv say?")[0] == EXIT_OK
+    code, out, err = run(model, "config", "thread_mode", "on")
+    assert code == EXIT_OK, err
+    assert out.startswith("thread_mode  on\n") and "(default)" not in out.splitlines()[0]
+    code, out, _ = run(model, "config", "--quiet")
+    assert "retention_days" in out and "90 (default)" in out and "thread_mode" in out
+    code, _, err = run(model, "config", "colour", "red")
+    assert code == EXIT_ERROR and "There is no setting 'colour'" in err
+    code, _, err = run(model, "config", "cooldown", "fast")
+    assert code == EXIT_ERROR and "is not a cooldown" in err
+
+    settings = Settings.load(env_file=None)
+    store = LocalStore(settings.data_dir)
+    lib = make_library(settings, store, model)
+    lib.ask("How many moons does Neptune have?", asked_by="42")
+    answer = lib.ask("What did the American Embassy in Kyiv say?", record_as="7", asked_by="42")
+    assert answer.answered
+    pin = lib.pin("7", 1, "mod")
+    store.close()
+
+    code, out, _ = run(model, "gaps", "--since", "7d")
+    assert code == EXIT_OK and "1. asked 1x (1 declined)" in out and "Neptune" in out
+    code, out, _ = run(model, "gaps", "--csv", "-")
+    assert out.startswith("group,group_size") and "Neptune" in out
+    code, _, err = run(model, "gaps", "--since", "yesterday")
+    assert code == EXIT_ERROR and "is not a period" in err
+    code, out, _ = run(model, "pins")
+    assert out.startswith(pin.id) and "American Embassy" in out
+
+    code, _, err = run(model, "export", "library.jsonl")
+    assert code == EXIT_OK and "Exported library 'default'" in err
+    code, _, err = run(model, "import", "--library", "copy", "library.jsonl")
+    assert code == EXIT_OK, err
+    assert "1 added" in err and "settings set" in err and "1 pin(s)" in err
+    code, out, _ = run(model, "config", "thread_mode", "--library", "copy")
+    assert out.startswith("thread_mode  on")
+    code, out, _ = run(model, "ask", "--library", "copy", "What did the American Embassy in Kyiv say?")
+    assert code == EXIT_OK and "moderators" in out
+
+    (env / "bad.jsonl").write_text('{"type": "header", "format": "citebot-library", "version": 1}\n{oops\n')
+    code, _, err = run(model, "import", "--library", "copy", "bad.jsonl")
+    assert code == EXIT_ERROR and "line 2" in err and "nothing was changed" in err
+    code, _, err = run(model, "import", "missing.jsonl")
+    assert code == EXIT_ERROR and "can't read missing.jsonl" in err
+    code, out, _ = run(model, "pins", "--remove", pin.id)
+    assert code == EXIT_OK and out.startswith(f"Unpinned {pin.id}")

@@ -479,7 +479,9 @@ class Ask(commands.Cog):
                     return
             in_thread = self._in_bot_thread(message)
             previous = await self._previous_answer(message)
-            if previous is None and in_thread:
+            if previous is None and isinstance(message.channel, discord.Thread):
+                # In a thread the bot answered in (its own, or a forum post it replied to), a
+                # question follows up the latest answer there.
                 previous = await self.bot.in_library(guild_id, thread_answer, message.channel.id)
             async with message.channel.typing():
                 answer = await self.bot.in_library(

@@ -112,8 +112,11 @@ def pins_embed(pins: list[Pin], dropped: list[Pin]) -> discord.Embed:
         )
     for pin in pins[:20]:
         embed.add_field(
-            name=render.shorten(f"{pin.id} · “{pin.question}”", 256),
-            value=render.shorten(f"→ “{render.escape(pin.title)}”, ¶ {pin.paragraph} (by <@{pin.by}>)", 1000),
+            name=render.shorten(f"{pin.id} · “{render.escape(render.shorten(pin.question, 200))}”", 256),
+            value=render.shorten(
+                f"→ “{render.escape(render.shorten(pin.title, 200))}”, ¶ {pin.paragraph}, pinned {pin.at[:10]}",
+                1000,
+            ),
             inline=False,
         )
     if dropped:
