@@ -236,6 +236,9 @@ class Settings:
     batch_size: int = _setting("CITEBOT_BATCH_SIZE", _int("CITEBOT_BATCH_SIZE", 1), 16)
     chunk_tokens: int | None = _setting("CITEBOT_CHUNK_TOKENS", _opt(_int("CITEBOT_CHUNK_TOKENS", 8)), None)
     chunk_overlap: int = _setting("CITEBOT_CHUNK_OVERLAP", _int("CITEBOT_CHUNK_OVERLAP", 0), 1)
+    sentence_vectors: str = _setting(
+        "CITEBOT_SENTENCE_VECTORS", _choice("CITEBOT_SENTENCE_VECTORS", ("separate", "late")), "separate"
+    )
     abstain_threshold: float | None = _setting(
         "CITEBOT_ABSTAIN_THRESHOLD", _opt(_float("CITEBOT_ABSTAIN_THRESHOLD")), None
     )

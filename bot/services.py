@@ -137,6 +137,7 @@ def make_library(
         write_timeout=write_timeout,
         max_article_chars=settings.max_article_chars,
         server_defaults=server_defaults(settings),
+        late_chunking=settings.sentence_vectors == "late",
     )
 
 

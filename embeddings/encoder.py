@@ -330,6 +330,53 @@ class SentenceTransformerEncoder:
                 progress(len(idx))
         return out
 
+    def encode_spans(
+        self,
+        texts: Sequence[str],
+        spans: Sequence[Sequence[tuple[int, int]]],
+        *,
+        progress: Progress | None = None,
+    ) -> tuple[NDArray[np.float32], list[NDArray[np.float32]]]:
+        """Passages and pieces of them (their sentences) in one forward pass ("late chunking").
+
+        Each text's vector is the model's own: the mean of its token embeddings, normalised. A
+        span's vector is the mean of the token embeddings that overlap it, read from the same
+        pass, so a sentence is embedded in the context of its passage at no extra cost.
+        Returns the texts' vectors and, per text, one row per span (character offsets in it).
+        """
+        prefix = self.passage_prefix
+        items = [prefix + t for t in texts]
+        out = np.zeros((len(items), self._dim), dtype=np.float32)
+        pieces = [np.zeros((len(s), self._dim), dtype=np.float32) for s in spans]
+        order = np.argsort([-len(t) for t in items], kind="stable")
+        window = self.model.max_seq_length or self._tokenizer.model_max_length
+        for start in range(0, len(items), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = [items[i] for i in idx]
+            with self._gate.turn():
+                tokens = self.model.encode(
+                    batch,
+                    batch_size=self.batch_size,
+                    output_value="token_embeddings",
+                    convert_to_numpy=False,
+                    show_progress_bar=False,
+                )
+            offsets = self._tokenizer(
+                batch, return_offsets_mapping=True, truncation=True, max_length=int(window)
+            )["offset_mapping"]
+            for j, i in enumerate(idx):
+                emb = tokens[j].float().cpu().numpy()
+                marks = np.asarray(offsets[j], dtype=np.int64).reshape(-1, 2)[: emb.shape[0]]
+                out[i] = emb.mean(axis=0)
+                real = marks[:, 1] > marks[:, 0]  # [CLS], [SEP] have empty offsets
+                for k, (a, b) in enumerate(spans[i]):
+                    a, b = a + len(prefix), b + len(prefix)
+                    inside = real & (marks[:, 0] < b) & (marks[:, 1] > a)
+                    pieces[i][k] = emb[inside].mean(axis=0) if inside.any() else out[i]
+            if progress is not None:
+                progress(len(idx))
+        return _normalise(out), [_normalise(p) if len(p) else p for p in pieces]
+
 
 class LazyEncoder:
     """An encoder known by its identity and shape, whose weights load on first use.

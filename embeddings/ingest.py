@@ -118,8 +118,11 @@ class Ingester:
         chunk: ChunkSpec,
         analyzer: Analyzer,
         max_article_chars: int | None = None,
+        late_chunking: bool = False,
     ) -> None:
         self.max_article_chars = max_article_chars
+        # Sentence vectors pooled from their passage's forward pass instead of one pass each.
+        self.late_chunking = late_chunking and hasattr(encoder, "encode_spans")
         self.store = store
         self.encoder = encoder
         self.library = library
@@ -204,6 +207,8 @@ class Ingester:
 
         Progress counts passages; a passage is reported once its sentences are done too.
         """
+        if self.late_chunking:
+            return self._embed_late(writes, progress)
         texts = [p.text for w in writes for p in w.passages]
         n_passages = len(texts)
         # The row of each text in the one batch: a sentence shared by overlapping passages is
@@ -247,6 +252,37 @@ class Ingester:
                     w, vectors=vectors[row : row + n], sentence_vectors=vectors[rows].reshape(len(rows), -1)
                 )
             )
+            row += n
+        return out
+
+    def _embed_late(
+        self, writes: Sequence[ArticleWrite], progress: Callable[[int], None] | None
+    ) -> list[ArticleWrite]:
+        """:meth:`embed` with each passage's sentences pooled from the passage's own pass."""
+        texts: list[str] = []
+        spans: list[list[tuple[int, int]]] = []
+        place: list[list[tuple[int, int]]] = []  # per write, per sentence: (passage row, span index)
+        for w in writes:
+            first = len(texts)
+            for p in w.passages:
+                texts.append(p.text)
+                spans.append([])
+            rows = []
+            for ordinal, a, b in w.sentences:
+                passage = w.passages[ordinal]
+                row = first + ordinal
+                rows.append((row, len(spans[row])))
+                spans[row].append((a - passage.start, b - passage.start))
+            place.append(rows)
+        vectors, pieces = self.encoder.encode_spans(texts, spans, progress=progress)  # type: ignore[attr-defined]
+        out: list[ArticleWrite] = []
+        row = 0
+        for w, rows in zip(writes, place, strict=True):
+            n = len(w.passages)
+            sentence_vectors = (
+                np.stack([pieces[r][k] for r, k in rows]) if rows else _zeros(0, self.encoder.dim)
+            )
+            out.append(replace(w, vectors=vectors[row : row + n], sentence_vectors=sentence_vectors))
             row += n
         return out
 

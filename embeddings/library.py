@@ -138,7 +138,9 @@ class Library:
         write_timeout: float = 0.0,
         max_article_chars: int | None = DEFAULT_MAX_ARTICLE_CHARS,
         server_defaults: ServerSettings = community.DEFAULTS,
+        late_chunking: bool = False,
     ) -> None:
+        self.late_chunking = late_chunking
         self.max_article_chars = max_article_chars
         self.server_defaults = server_defaults
         self._state: tuple[float, ServerSettings, community.PinIndex] | None = None
@@ -307,7 +309,14 @@ class Library:
 
     def _ingester(self) -> Ingester:
         return Ingester(
-            self.store, self.encoder, self.name, self.spec, self.chunk, self.analyzer, self.max_article_chars
+            self.store,
+            self.encoder,
+            self.name,
+            self.spec,
+            self.chunk,
+            self.analyzer,
+            self.max_article_chars,
+            late_chunking=self.late_chunking,
         )
 
     def forget(self, ref: str) -> ArticleInfo:

@@ -29,6 +29,8 @@ from embeddings import (
 from embeddings.ingest import PLAN_BATCH
 from embeddings.library import FOLLOW_UP_WIDENED, FOLLOW_UP_WITHIN, Library
 
+from .conftest import SEED
+
 
 def doc(key: str, title: str, *paragraphs: str) -> Document:
     text = "\n\n".join(paragraphs)
@@ -364,3 +366,22 @@ def test_a_jsonl_record_is_found_by_its_own_id(tmp_path: Path, hash_encoder: Has
     text = "\n".join(json.dumps(r) for r in records)
     library.ingest([d for d in parse_jsonl(text, source="faq.jsonl") if isinstance(d, Document)])
     assert library.resolve("faq-18").title == "Shipping"
+
+
+def test_late_chunking_pools_sentences_from_the_passage_pass(model, tmp_path: Path):
+    """One forward pass per passage: the passage vector is the model's own, and each sentence's
+    is pooled from the tokens it covers (CITEBOT_SENTENCE_VECTORS=late)."""
+    texts = ["Cats sleep a lot. Dogs bark at night.", "Paris is the capital of France."]
+    spans = [[(0, 17), (18, 37)], [(0, 31)]]
+    passages, sentences = model.encode_spans(texts, spans)
+    assert np.allclose(passages, model.encode(texts), atol=1e-5)
+    assert [s.shape for s in sentences] == [(2, model.dim), (1, model.dim)]
+    assert np.allclose(np.linalg.norm(sentences[0], axis=1), 1.0, atol=1e-5)
+    # A sentence that is its whole text is pooled from the same tokens as the text (minus the
+    # special tokens), so it lies close to the text's vector; two sentences differ.
+    assert float(sentences[1][0] @ passages[1]) > 0.95
+    assert float(sentences[0][0] @ sentences[0][1]) < 0.95
+    library = Library(LocalStore(tmp_path), model, "late", late_chunking=True)
+    library.ingest_paths([SEED])
+    answer = library.ask("What did the American Embassy in Kyiv say?")
+    assert answer.answered and answer.sentence and "Embassy" in answer.sentence
