@@ -1,0 +1,296 @@
+"""The whole question at scale: ``Library.ask`` over N passages with their sentences and
+postings, in the local store and in PostgreSQL + pgvector.
+
+    python -m benchmarks.scale_ask --n 100000 [--stores local,postgres] [--questions 200]
+
+What is built is what an ingest writes, through the Store API: passages, each passage's
+sentences with their vectors, and the word postings of citebot's own analyzer. The text is
+prose: each passage is 3-6 real sentences drawn from the SQuAD-dev and CNN/DailyMail articles in
+``../shared/eval``, so word statistics look like prose. The vectors are real: every pool sentence
+is embedded once with the configured model (cached with ``--cache``); a sentence's stored vector
+is its real embedding plus a little noise (so reused sentences are not identical), and a
+passage's vector is the normalised mean of its sentences' (the model itself is not run per
+passage: 1M passages would take days on two cores).
+
+Then real SQuAD-dev questions are asked one at a time through ``Library.ask`` (all stages:
+embedding the question, BM25, passage and sentence vectors, rerank, answer), after a warm-up,
+and it prints p50/p95/p99, the mean of each stage, build time, disk, and the resident memory
+the library adds to the serving process (and, for PostgreSQL, the server's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from benchmarks.scale import folder_mb, log, pct, pg_server, rss_mb, server_memory_mb
+from bot.config import Settings
+from bot.services import make_encoder
+from embeddings import Library, LocalStore
+from embeddings.chunking import ChunkSpec
+from embeddings.encoder import Encoder
+from embeddings.lexical import Analyzer
+from embeddings.sentences import split_sentences
+from embeddings.store import ArticleWrite, Store
+from embeddings.types import ArticleInfo, Passage
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "eval"
+LIBRARY = "scale-ask"
+PER_ARTICLE = 10
+
+
+def sentence_pool(limit: int, seed: int = 0) -> list[str]:
+    """Real sentences from the evaluation articles (SQuAD-dev paragraphs, CNN/DailyMail stories)."""
+    texts: list[str] = []
+    for path in (SHARED / "squad-dev" / "articles.jsonl", SHARED / "cnndm" / "pairs.jsonl"):
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            texts.extend(row.get("paragraphs") or [row.get("article") or row.get("text") or ""])
+    pool: list[str] = []
+    for text in texts:
+        for a, b in split_sentences(text):
+            sentence = " ".join(text[a:b].split())
+            if 40 <= len(sentence) <= 300:
+                pool.append(sentence)
+    random.Random(seed).shuffle(pool)
+    return pool[:limit]
+
+
+def pool_vectors(encoder: Encoder, pool: list[str], cache: Path | None) -> NDArray[np.float32]:
+    if cache is not None and cache.is_file():
+        vectors = np.load(cache)
+        if vectors.shape[0] == len(pool):
+            return vectors
+    t0 = time.perf_counter()
+    vectors = encoder.encode(pool, kind="passage")
+    log(f"embedded {len(pool):,} pool sentences in {time.perf_counter() - t0:.0f} s")
+    if cache is not None:
+        np.save(cache, vectors)
+    return vectors
+
+
+def articles(
+    n: int, pool: list[str], vectors: NDArray[np.float32], analyzer: Analyzer, batch: int
+) -> Iterator[list[ArticleWrite]]:
+    """Synthetic articles of real sentences, in batches of about ``batch`` passages."""
+    rng = np.random.default_rng(7)
+    pending: list[ArticleWrite] = []
+    size = 0
+    dim = vectors.shape[1]
+    for a0 in range(0, n, PER_ARTICLE):
+        count = min(PER_ARTICLE, n - a0)
+        aid = f"s{a0 // PER_ARTICLE:08d}"
+        paragraphs: list[str] = []
+        chosen: list[NDArray[np.int64]] = []
+        for _ in range(count):
+            picks = rng.integers(0, len(pool), int(rng.integers(3, 7)))
+            chosen.append(picks)
+            paragraphs.append(" ".join(pool[i] for i in picks))
+        text = "\n\n".join(paragraphs)
+        passages, spans, svecs, pvecs, terms = [], [], [], [], []
+        at = 0
+        for ordinal, (paragraph, picks) in enumerate(zip(paragraphs, chosen, strict=True)):
+            pid = a0 + ordinal + 1  # passage ids 1..N, as the bulk path keeps them
+            passages.append(Passage(aid, ordinal, ordinal + 1, at, at + len(paragraph), paragraph, id=pid))
+            noisy = vectors[picks] + rng.normal(0, 0.02, (len(picks), dim)).astype(np.float32)
+            noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+            mean = noisy.mean(axis=0)
+            pvecs.append(mean / np.linalg.norm(mean))
+            s = at
+            for i in picks:
+                spans.append((ordinal, s, s + len(pool[i])))
+                s += len(pool[i]) + 1
+            svecs.append(noisy)
+            terms.append(analyzer.counts(paragraph))
+            at += len(paragraph) + 2
+        info = ArticleInfo(
+            id=aid,
+            title=f"Synthetic article {a0 // PER_ARTICLE}",
+            byline=None,
+            date=None,
+            url=None,
+            source=None,
+            key=aid,
+            content_hash=f"{a0:064x}",
+            passage_count=count,
+            paragraph_count=count,
+            added_at="2026-01-01T00:00:00+00:00",
+        )
+        pending.append(
+            ArticleWrite(
+                info=info,
+                text=text,
+                paragraphs=tuple((p.start, p.end) for p in passages),
+                passages=passages,
+                vectors=np.stack(pvecs).astype(np.float32),
+                terms=terms,
+                sentences=spans,
+                sentence_vectors=np.concatenate(svecs).astype(np.float32),
+            )
+        )
+        size += count
+        if size >= batch:
+            yield pending
+            pending, size = [], 0
+    if pending:
+        yield pending
+
+
+def questions(limit: int) -> list[str]:
+    rows = [
+        json.loads(x)
+        for x in (SHARED / "squad-dev" / "questions.jsonl").read_text().splitlines()
+        if x.strip()
+    ]
+    step = max(1, len(rows) // limit)
+    return [str(r["question"]) for r in rows[::step][:limit]]
+
+
+def ask_times(library: Library, qs: list[str], warmup: int = 10) -> dict[str, Any]:
+    for q in qs[:warmup]:
+        library.ask(q)
+    times: list[float] = []
+    stages: dict[str, float] = {}
+    for q in qs:
+        t0 = time.perf_counter()
+        library.ask(q, timings=stages)
+        times.append(time.perf_counter() - t0)
+    return {
+        "p50_ms": round(pct(times, 50), 1),
+        "p95_ms": round(pct(times, 95), 1),
+        "p99_ms": round(pct(times, 99), 1),
+        "stages_ms": {k: round(1000 * v / len(qs), 1) for k, v in stages.items()},
+    }
+
+
+def build(
+    store: Store,
+    library: Library,
+    args: argparse.Namespace,
+    pool: list[str],
+    vectors: NDArray[np.float32],
+    batch: int,
+    bulk: bool,
+) -> float:
+    store.create(LIBRARY, library.spec)
+    t0 = time.perf_counter()
+    done = 0
+    for writes in articles(args.n, pool, vectors, library.analyzer, batch):
+        if bulk:
+            store.restore(LIBRARY, writes, more=True)  # type: ignore[call-arg]
+        else:
+            store.write(LIBRARY, writes)
+        done += sum(len(w.passages) for w in writes)
+        log(f"{LIBRARY}: {done:,} passages ({time.perf_counter() - t0:.0f} s)")
+    if bulk:
+        store.restore(LIBRARY, [])  # the bulk path's end: the HNSW indexes are built
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--stores", default="local,postgres")
+    parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument("--pool", type=int, default=30_000, help="real sentences to build passages from")
+    parser.add_argument("--cache", type=Path, help="a .npy to keep the pool's embeddings in")
+    parser.add_argument("--work-dir", default=None)
+    parser.add_argument("--pg-dsn")
+    parser.add_argument("--pg-shared-buffers", default="4GB")
+    parser.add_argument("--pg-maintenance-mem", default="4GB")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    settings = Settings.load(env_file=None)
+    encoder = make_encoder(settings)
+    pool = sentence_pool(args.pool)
+    vectors = pool_vectors(encoder, pool, args.cache)
+    qs = questions(args.questions)
+    results = []
+    for kind in [s.strip() for s in args.stores.split(",") if s.strip()]:
+        gc.collect()
+        if kind == "local":
+            root = Path(tempfile.mkdtemp(prefix="scale-ask-", dir=args.work_dir))
+            store: Any = LocalStore(root)
+            library = Library(store, encoder, LIBRARY, chunk=ChunkSpec(max_tokens=encoder.max_tokens))
+            seconds = build(store, library, args, pool, vectors, 100_000, bulk=False)
+            store.close()
+            gc.collect()
+            before = rss_mb()
+            store = LocalStore(root)  # a serving process's view
+            library = Library(store, encoder, LIBRARY)
+            timing = ask_times(library, qs)
+            results.append(
+                {
+                    "store": "local",
+                    "n": args.n,
+                    "build_s": round(seconds),
+                    "disk_mb": round(folder_mb(root)),
+                    "memory_mb": round(rss_mb() - before),
+                    **timing,
+                }
+            )
+            store.close()
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            from embeddings.store.postgres import PostgresStore
+
+            with pg_server(args) as (dsn, server):
+                store = PostgresStore(dsn, index_threshold=1)
+                library = Library(store, encoder, LIBRARY)
+                seconds = build(store, library, args, pool, vectors, 20_000, bulk=True)
+                import psycopg
+
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute("VACUUM ANALYZE")
+                    (size,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()  # type: ignore[misc]
+                before = rss_mb()
+                timing = ask_times(library, qs)
+                results.append(
+                    {
+                        "store": "postgres",
+                        "n": args.n,
+                        "build_s": round(seconds),
+                        "disk_mb": round(size / 2**20),
+                        "memory_mb": round(rss_mb() - before),
+                        "server_memory_mb": (lambda m: None if m is None else round(m))(
+                            server_memory_mb(server)
+                        ),
+                        **timing,
+                    }
+                )
+                store.close()
+        log(json.dumps(results[-1]))
+    print("| store | passages | build | disk | memory | p50 / p95 / p99 ms | mean ms by stage |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        stages = ", ".join(f"{k} {v}" for k, v in r["stages_ms"].items())
+        memory = f"{r['memory_mb']:,} MB" + (
+            f" (server {r['server_memory_mb']:,} MB)" if r.get("server_memory_mb") else ""
+        )
+        print(
+            f"| {r['store']} | {r['n']:,} | {r['build_s']:,} s | {r['disk_mb']:,} MB | {memory} "
+            f"| {r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} | {stages} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
