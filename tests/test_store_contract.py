@@ -708,3 +708,17 @@ def test_both_stores_read_the_same_evidence(both: tuple[Store, Store]):
     ]
     dogs = next(x.id for x in local.list_articles("same") if x.key == "dogs")
     assert local.lexical("same", ["dog", "bark"], [dogs]) == pg.lexical("same", ["dog", "bark"], [dogs])
+
+
+def test_word_statistics_follow_every_write(lib: Library, backend: Backend):
+    """The store may keep passage statistics between questions, never past a write."""
+    lib.ingest(DOCS)
+    terms = ["cat", "sleep", "dog"]
+    before = stats(lib.store, "test", terms)
+    lib.forget(lib.articles()[0].id)
+    after = stats(lib.store, "test", terms)
+    assert after != before
+    assert after == stats(backend.open(), "test", terms)  # what a fresh process reads
+    postings = lib.store.lexical("test", terms).postings
+    fresh = backend.open().lexical("test", terms).postings
+    assert postings == fresh

@@ -304,6 +304,7 @@ class LocalStore:
         self.root = Path(root).expanduser()
         self._conns: dict[str, sqlite3.Connection] = {}
         self._matrices: dict[str, _Matrix] = {}
+        self._stats: dict[str, tuple[str, tuple[int, int, NDArray[np.int64], float]]] = {}
         # sqlite3 connections are shared between the bot's worker threads; one lock per store
         # keeps each statement sequence whole.
         self._lock = threading.RLock()
@@ -436,6 +437,7 @@ class LocalStore:
                 conn.close()
             self._conns.clear()
             self._matrices.clear()
+            self._stats.clear()
 
     # ------------------------------------------------------------------ meta
 
@@ -1070,12 +1072,7 @@ class LocalStore:
         with self._db(library) as conn:
             conn.execute("BEGIN")  # one snapshot for the statistics and the postings
             try:
-                # SQLite hands back what a damaged page holds (a NULL or a text where a count
-                # belongs): the statistics queries, which read these rows anyway, count such values.
-                n, total, bad = conn.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(length), 0), "
-                    "TOTAL(typeof(length) <> 'integer') FROM passages"
-                ).fetchone()
+                n, total, lengths, bad = self._passage_stats(conn, library)
                 df: dict[str, int] = {}
                 postings: list[tuple[str, int, int, int]] = []
                 if terms:
@@ -1088,23 +1085,59 @@ class LocalStore:
                     df = {term: count for term, count, _ in counted}
                     bad += sum(b for _, _, b in counted)
                 present = [t for t in terms if df.get(t)]
-                if present:
+                if present and article_ids is not None:
                     # SQLite walks the (term, passage_id) primary key: binary term order, then id.
                     sql = (
                         "SELECT t.term, t.passage_id, t.tf, p.length FROM postings t JOIN passages p "
-                        f"ON p.id = t.passage_id WHERE t.term IN ({','.join('?' * len(present))})"
+                        f"ON p.id = t.passage_id WHERE t.term IN ({','.join('?' * len(present))}) "
+                        f"AND p.article_id IN ({','.join('?' * len(article_ids))})"
                     )
-                    args: list[object] = list(present)
-                    if article_ids is not None:
-                        sql += f" AND p.article_id IN ({','.join('?' * len(article_ids))})"
-                        args.extend(article_ids)
-                    postings = conn.execute(sql, args).fetchall()
+                    postings = conn.execute(sql, [*present, *article_ids]).fetchall()
+                elif present:
+                    # The whole library: the postings alone (the primary key's order), each
+                    # passage's length from the per-generation table instead of a join.
+                    rows = conn.execute(
+                        "SELECT term, passage_id, tf FROM postings "
+                        f"WHERE term IN ({','.join('?' * len(present))}) ORDER BY term, passage_id",
+                        present,
+                    ).fetchall()
+                    top = len(lengths)
+                    for t, pid, tf in rows:
+                        # A posting of no passage (or not an id at all) comes from a damaged page.
+                        if type(pid) is not int or not 0 <= pid < top or lengths[pid] < 0:
+                            bad += 1
+                            break
+                        postings.append((t, pid, tf, int(lengths[pid])))
             finally:
                 conn.execute("COMMIT")
         # A damaged index page can also hand back a row of a term nobody asked for.
         if bad or not set(map(itemgetter(0), postings)) <= set(present):
             raise self._damaged(library, "holds damaged word statistics")
         return LexicalRows(int(n), (total / n if n else 0.0), df, postings)
+
+    def _passage_stats(
+        self, conn: sqlite3.Connection, library: str
+    ) -> tuple[int, int, NDArray[np.int64], float]:
+        """Passage count, total analysed length, each passage's length by id (-1: no passage),
+        and how many damaged values were met: read once per generation (every write changes
+        it), not per question, which scanned the whole passages table each time (60 ms at
+        100,000 passages)."""
+        (generation,) = conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone() or ("0",)
+        cached = self._stats.get(library)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        # SQLite hands back what a damaged page holds (a NULL or a text where a count belongs):
+        # the statistics, which read these rows anyway, count such values.
+        rows = conn.execute("SELECT id, length FROM passages").fetchall()
+        bad = float(sum(1 for pid, length in rows if type(pid) is not int or type(length) is not int))
+        good = [(pid, length) for pid, length in rows if type(pid) is int and type(length) is int]
+        lengths = np.full(max((pid for pid, _ in good), default=0) + 1, -1, dtype=np.int64)
+        for pid, length in good:
+            lengths[pid] = length
+        stats = (len(rows), sum(length for _, length in good), lengths, bad)
+        if not bad:
+            self._stats[library] = (generation, stats)
+        return stats
 
     # ------------------------------------------------------------------ feedback and cache
 
@@ -1272,6 +1305,7 @@ class LocalStore:
                 if conn is not None:
                     conn.close()
                 self._matrices.pop(library, None)
+                self._stats.pop(library, None)
             with self._access_errors(library):
                 for child in folder.iterdir():
                     if child.name not in ("write.lock", "writer.json"):
