@@ -427,25 +427,33 @@ def find_gaps(
     downvoted: Iterable[str],
     *,
     threshold: float = GAP_THRESHOLD,
+    dim: int | None = None,
 ) -> list[Gap]:
     """Group the declined and 👎-voted questions by meaning, largest group first.
 
     A question joins the group whose first question is closest, when the cosine reaches
     ``threshold``; the newest questions are grouped first, so a group's examples are recent.
+    Only vectors of size ``dim`` (the current model's) are grouped.
     """
     down = set(downvoted)
     items = [q for q in questions if not q.answered or q.id in down]
     items.sort(key=lambda q: q.at, reverse=True)
-    leaders: list[NDArray[np.float32]] = []
+    if items:
+        # Questions logged before a change of model have vectors of another size: group those
+        # of the model's size ``dim`` (or, not given, of the size most questions have).
+        size = dim or Counter(q.vector.shape[0] for q in items).most_common(1)[0][0]
+        items = [q for q in items if q.vector.shape[0] == size]
     groups: list[list[LoggedQuestion]] = []
+    # Each group's first question, one row each (filled as groups open: no copying per question).
+    leaders = np.zeros((len(items), items[0].vector.shape[0] if items else 0), dtype=np.float32)
     for q in items:
-        if leaders:
-            sims = np.stack(leaders) @ q.vector
+        if groups:
+            sims = leaders[: len(groups)] @ q.vector
             best = int(np.argmax(sims))
             if sims[best] >= threshold:
                 groups[best].append(q)
                 continue
-        leaders.append(q.vector)
+        leaders[len(groups)] = q.vector
         groups.append([q])
     out = []
     for members in groups:

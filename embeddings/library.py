@@ -640,7 +640,9 @@ class Library:
             if state is not None and time.monotonic() - state[0] < STATE_TTL:
                 return state[1], state[2]
         stored = community.load_settings(self.store, self.name)
-        pins = community.PinIndex(self.pins())
+        # A pin made with another model (before a rebuild) has a vector of another size: it
+        # cannot be compared, so it does not apply.
+        pins = community.PinIndex([p for p in self.pins() if p.vector.shape[0] == self.encoder.dim])
         settings = stored.over(self.server_defaults)
         with self._state_lock:
             self._state = (time.monotonic(), settings, pins)
@@ -693,7 +695,7 @@ class Library:
         # A 👎 counts where its question was logged (the vote names the answer's id).
         votes = self.store.list_feedback(self.name, limit=1_000_000) if self.exists() else []
         down = [f.extra.get("answer_id", "") for f in votes if f.vote < 0]
-        return community.find_gaps(logged, down, threshold=threshold)
+        return community.find_gaps(logged, down, threshold=threshold, dim=self.encoder.dim)
 
     # ------------------------------------------------------------------ pins
 

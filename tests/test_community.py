@@ -213,6 +213,20 @@ def test_a_pin_answers_close_questions_and_survives_an_unchanged_reingest(lib: L
     assert not lib.ask("Which animal learns words?").pinned
 
 
+def test_pins_and_logged_questions_of_another_model_are_left_aside(lib: Library, any_store: Store):  # noqa: F811
+    lib.ask("How long do cats sleep?", record_as="p9", asked_by="u1")
+    pin = lib.pin("p9", 1, "mod")
+    old = community.Pin("0ld", "How long do cats sleep?", np.ones(8, np.float32) / np.sqrt(8), pin.passage_id)
+    any_store.put_record("guild-1", old.to_record())
+    bad = community.question_record("b", "u2", "Old model?", np.ones(8, np.float32), False, 0.1, None, None)
+    any_store.put_record("guild-1", bad)
+    lib.configure(abstain_threshold=0.99)
+    lib.ask("What do giraffes eat?", record_as="g1", asked_by="u3")
+    lib._forget_state()
+    assert lib.ask("How long do cats sleep?").pinned  # the current model's pin still applies
+    assert [g.examples for g in lib.gaps()] == [("What do giraffes eat?",)]
+
+
 def test_pins_are_listed_and_removed(lib: Library):
     lib.ask("How long do cats sleep?", record_as="p2")
     pin = lib.pin("p2", 1, "mod")
