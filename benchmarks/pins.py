@@ -152,6 +152,7 @@ def main() -> None:
     re_sample = spread(reasked, args.limit)
     without = retrieval_report(ask_all(library, sample))
     re_without = retrieval_report(ask_all(library, re_sample))
+    records = []
     for (article, paragraph), pid in by_key.items():
         q = pinned[(article, paragraph)]
         text = next(p.text for p in store.passages(library.name, [pid]))
@@ -168,8 +169,8 @@ def main() -> None:
             "benchmark",
             community.stamp(community.utcnow()),
         )
-        store.put_record(library.name, pin.to_record())
-    library._forget_state()
+        records.append(pin.to_record())
+    library.restore_pins(records)
     t0 = time.perf_counter()
     with_pins = retrieval_report(ask_all(library, sample))
     per_question = (time.perf_counter() - t0) / max(1, len(sample)) * 1000

@@ -110,7 +110,7 @@ class ServerSettings:
             for name, value in data.items():
                 if name in SETTING_HELP and value is not None:
                     try:
-                        values[name] = _coerce(name, value)
+                        values[name] = coerce_setting(name, value)
                     except (TypeError, ValueError, InputError):
                         continue
         return cls(**values)
@@ -248,7 +248,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _coerce(name: str, value: Any) -> Any:
+def coerce_setting(name: str, value: Any) -> Any:
+    """``value`` (text or an already typed value) checked and typed for setting ``name``;
+    :class:`InputError` when it does not fit."""
     return _PARSERS[name](value)
 
 
@@ -263,7 +265,7 @@ def parse_setting(name: str, raw: str) -> Any:
     if raw.strip().lower() == "default":
         return None
     try:
-        return _coerce(key, raw)
+        return coerce_setting(key, raw)
     except InputError as exc:
         raise InputError(f"{key}: {exc.message} {SETTING_HELP[key]}") from None
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
 from . import community
@@ -215,12 +215,10 @@ def import_library(
     parsed = _parse(lines, source)
     report = library.ingest(parsed.documents, progress=progress) if parsed.documents else IngestReport(())
     if parsed.settings is not None and parsed.settings != community.ServerSettings():
-        community.save_settings(library.store, library.name, parsed.settings)
-    for record in parsed.pins:
-        library.store.put_record(library.name, record)
-    # The pins name passages of the exporting library: follow them to this one's by text.
-    dropped = library._refresh_pins() if parsed.pins else ()
-    library._forget_state()
+        # Every setting, unset ones too: the file's settings replace the library's.
+        library.configure(**asdict(parsed.settings))
+    # The pins name passages of the exporting library: followed to this one's by text.
+    dropped = library.restore_pins(parsed.pins)
     existing = set()
     if parsed.votes and library.exists():
         existing = {

@@ -436,7 +436,9 @@ class Ingester:
         writes = self.embed([p.write for p in batch], _counter(progress, done, total))
         self.store.write(self.library, writes)
         results.extend(
-            IngestResult(w.info.source or w.info.key, p.status, w.info)
+            IngestResult(
+                w.info.source or w.info.key, p.status, w.info, text_bytes=len(w.text.encode("utf-8"))
+            )
             for w, p in zip(writes, batch, strict=True)
         )
         return done + sum(len(w.passages) for w in writes)

@@ -670,7 +670,7 @@ class Library:
         for name, value in changes.items():
             if name not in community.SETTING_HELP:
                 raise InputError(f"There is no setting {name!r}.")
-            values[name] = None if value is None else community._coerce(name, value)
+            values[name] = None if value is None else community.coerce_setting(name, value)
         community.save_settings(self.store, self.name, replace(current, **values))  # type: ignore[arg-type]
         self._forget_state()
         return self.settings()
@@ -733,6 +733,13 @@ class Library:
         self.store.put_record(self.name, pin.to_record())
         self._forget_state()
         return pin
+
+    def restore_pins(self, records: Sequence[Record]) -> tuple[str, ...]:
+        """Add pins made elsewhere (an export, a benchmark) and follow each to this library's
+        passage of the same text; returns the questions of those that found none (dropped)."""
+        for record in records:
+            self.store.put_record(self.name, record)
+        return self._refresh_pins() if records else ()
 
     def unpin(self, ref: str) -> Pin:
         """Remove a pin by its id (or a unique prefix of it)."""
@@ -813,13 +820,10 @@ class Library:
 
     def record_usage(self, report: IngestReport, key: str | None = None) -> None:
         """Count what an ingest added against the daily quotas."""
-        changed = [r.article for r in report.results if r.status in ("added", "replaced") and r.article]
+        # The ingest measured each text it wrote: no article is read back to size it.
+        changed = {r.article.id: r for r in report.results if r.status in ("added", "replaced") and r.article}
         if changed:
-            infos = {a.id: a for a in changed}
-            size = 0
-            for aid in infos:
-                article = self.store.get_article(self.name, aid)
-                size += len(article.text.encode("utf-8")) if article else 0
+            size = sum(r.text_bytes for r in changed.values())
             community.record_usage(self.store, self.name, key or uuid.uuid4().hex, len(changed), size)
 
     def member_data(self, user: str) -> MemberData:

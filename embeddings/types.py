@@ -260,6 +260,7 @@ class IngestResult:
     status: str  # "added", "replaced", "unchanged", "skipped"
     article: ArticleInfo | None = None
     reason: str | None = None
+    text_bytes: int = 0  # UTF-8 size of the cleaned text written (added or replaced), for quotas
 
 
 @dataclass(frozen=True, slots=True)
