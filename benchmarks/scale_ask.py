@@ -164,16 +164,21 @@ def ask_times(library: Library, qs: list[str], warmup: int = 10) -> dict[str, An
     for q in qs[:warmup]:
         library.ask(q)
     times: list[float] = []
-    stages: dict[str, float] = {}
+    stages: dict[str, list[float]] = {}
     for q in qs:
+        timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        library.ask(q, timings=stages)
+        library.ask(q, timings=timings)
         times.append(time.perf_counter() - t0)
+        for stage, seconds in timings.items():
+            stages.setdefault(stage, []).append(seconds)
     return {
         "p50_ms": round(pct(times, 50), 1),
         "p95_ms": round(pct(times, 95), 1),
         "p99_ms": round(pct(times, 99), 1),
-        "stages_ms": {k: round(1000 * v / len(qs), 1) for k, v in stages.items()},
+        "stages_ms": {k: round(1000 * sum(v) / len(qs), 1) for k, v in stages.items()},
+        # Which stage makes the slow questions slow: each stage's own 95th percentile.
+        "stages_p95_ms": {k: round(pct(v, 95), 1) for k, v in stages.items()},
     }
 
 
@@ -277,10 +282,10 @@ def main() -> None:
                 )
                 store.close()
         log(json.dumps(results[-1]))
-    print("| store | passages | build | disk | memory | p50 / p95 / p99 ms | mean ms by stage |")
+    print("| store | passages | build | disk | memory | p50 / p95 / p99 ms | mean / p95 ms by stage |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        stages = ", ".join(f"{k} {v}" for k, v in r["stages_ms"].items())
+        stages = ", ".join(f"{k} {v} / {r['stages_p95_ms'][k]}" for k, v in r["stages_ms"].items())
         memory = f"{r['memory_mb']:,} MB" + (
             f" (server {r['server_memory_mb']:,} MB)" if r.get("server_memory_mb") else ""
         )

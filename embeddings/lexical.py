@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from .store import Store
+from .store.common import top_k
 
 # Lucene's English stop words plus question and auxiliary words: questions are full of them
 # and they say nothing about which passage answers.
@@ -87,36 +91,54 @@ class BM25:
         """
         unique = list(dict.fromkeys(terms))
         if not unique:
-            return LexicalEvidence({}, {}, {})
+            return LexicalEvidence.empty()
         rows = store.lexical(library, unique, article_ids)
         n, df = rows.passage_count, rows.df
         idf = {t: math.log(1 + (n - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5)) for t in unique}
-        scores: dict[int, float] = {}
-        found: dict[int, float] = {}
-        if n:
-            k1, b = self.k1, self.b
-            norm = rows.mean_length or 1.0
-            for term, pid, tf, length in rows.postings:
-                w = idf[term]
-                scores[pid] = scores.get(pid, 0.0) + w * tf * (k1 + 1) / (
-                    tf + k1 * (1 - b + b * length / norm)
-                )
-                found[pid] = found.get(pid, 0.0) + w
         total = sum(idf.values())
-        return LexicalEvidence(scores, {pid: v / total for pid, v in found.items()}, idf)
+        # Terms in binary order: every store then adds a passage's terms in the same order, and
+        # the sums agree to the last bit (bincount adds in the order of its input).
+        present = sorted(t for t in rows.postings if t in idf)
+        if not n or not present:
+            return LexicalEvidence.empty(idf)
+        k1, b = self.k1, self.b
+        norm = rows.mean_length or 1.0
+        pids = np.concatenate([rows.postings[t].passage_ids for t in present])
+        weights = np.concatenate([np.full(len(rows.postings[t]), idf[t]) for t in present])
+        tf = np.concatenate([rows.postings[t].tfs for t in present]).astype(np.float64)
+        length = np.concatenate([rows.postings[t].lengths for t in present]).astype(np.float64)
+        contributions = weights * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / norm))
+        ids, slot = np.unique(pids, return_inverse=True)
+        scores = np.bincount(slot, weights=contributions, minlength=len(ids)).astype(np.float64)
+        coverage = np.bincount(slot, weights=weights, minlength=len(ids)) / total
+        return LexicalEvidence(ids, scores, coverage, idf)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class LexicalEvidence:
-    """BM25 score and idf-weighted term coverage per passage, and the idf of each query term."""
+    """BM25 score and idf-weighted term coverage of each passage sharing a term with the query
+    (``ids`` ascending, ``scores`` and ``coverage`` beside them), and the idf of each query term."""
 
-    scores: dict[int, float]
-    coverage: dict[int, float]
+    ids: NDArray[np.int64]
+    scores: NDArray[np.float64]
+    coverage: NDArray[np.float64]
     idf: dict[str, float]
 
+    @classmethod
+    def empty(cls, idf: dict[str, float] | None = None) -> LexicalEvidence:
+        """No passage shares a term (``idf`` still says what each term would weigh)."""
+        none = np.zeros(0)
+        return cls(none.astype(np.int64), none, none, idf or {})
 
-def top_scores(scores: dict[int, float], k: int) -> list[tuple[int, float]]:
-    """The ``k`` highest ``(id, score)`` pairs; ties go to the smaller id."""
-    if k <= 0:
-        return []
-    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    def top(self, k: int) -> list[tuple[int, float]]:
+        """The ``k`` best ``(passage id, score)``; ties go to the smaller id."""
+        return top_k(self.scores, self.ids, k)
+
+    def lookup(self, passage_ids: Sequence[int]) -> tuple[list[float], list[float]]:
+        """Score and coverage of each of ``passage_ids`` (0 for a passage sharing no term)."""
+        wanted = np.asarray(passage_ids, dtype=np.int64)
+        if not len(self.ids):
+            return [0.0] * len(wanted), [0.0] * len(wanted)
+        at = np.minimum(np.searchsorted(self.ids, wanted), len(self.ids) - 1)
+        hit = self.ids[at] == wanted
+        return np.where(hit, self.scores[at], 0.0).tolist(), np.where(hit, self.coverage[at], 0.0).tolist()

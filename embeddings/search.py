@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .encoder import Encoder
-from .lexical import BM25, Analyzer, top_scores
+from .lexical import BM25, Analyzer
 from .store import Store
 from .types import Passage
 
@@ -173,7 +173,7 @@ class Retriever:
         q = np.asarray(query_vector, dtype=np.float32)
         terms = list(dict.fromkeys(self.analyzer.terms(question)))
         evidence = self.bm25.evidence(self.store, library, terms, article_ids)
-        lexical = dict(top_scores(evidence.scores, cfg.candidates))
+        lexical = dict(evidence.top(cfg.candidates))
         clock.lap("bm25")
         ids = list(lexical)
         seen = set(ids)
@@ -194,19 +194,20 @@ class Retriever:
         sentences: dict[int, list[_Sentence]] = {
             e.passage.id: [_Sentence(r.start, r.end, float(r.vector @ q)) for r in e.sentences] for e in found
         }
-        idf, coverage = evidence.idf, evidence.coverage
+        idf = evidence.idf
+        bm25, coverage = evidence.lookup([e.passage.id for e in found])
         top_lexical = max(lexical.values(), default=0.0) or 1.0
         clock.lap("evidence")
 
         stage1: list[Candidate] = []
-        for e, d in zip(found, dense, strict=True):
+        for e, d, lex, cov in zip(found, dense, bm25, coverage, strict=True):
             pid = e.passage.id
             sents = sentences[pid]
             features = {
-                "lexical_norm": evidence.scores.get(pid, 0.0) / top_lexical,
+                "lexical_norm": lex / top_lexical,
                 "dense": float(d),
                 "sentence": max((s.cosine for s in sents), default=float(d)),
-                "coverage": coverage.get(pid, 0.0),
+                "coverage": cov,
             }
             score = _dot(cfg.stage1_weights, STAGE1_FEATURES, features)
             stage1.append(Candidate(pid, score, features, None, passage=e.passage))

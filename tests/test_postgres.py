@@ -74,6 +74,12 @@ def check_integrity(store: PostgresStore, library: str) -> None:
         assert all(expected == found for expected, found in per_article)
         keys = conn.execute("SELECT key FROM articles WHERE library_id = %s", (lib_id,)).fetchall()
         assert len(keys) == len(set(keys))
+        postings, packed = conn.execute(
+            "SELECT (SELECT count(*) FROM postings WHERE library_id = %s), "
+            "(SELECT COALESCE(sum(length(pids)), 0) / 8 FROM term_blocks WHERE library_id = %s)",
+            (lib_id, lib_id),
+        ).fetchone()
+        assert postings == packed  # every posting in exactly one block
 
 
 # ---------------------------------------------------------------------- indexes and queries
@@ -547,3 +553,22 @@ def test_articles_from_before_metadata_checksums_get_the_same_ones_citebot_compu
         migrated = dict(conn.execute("SELECT id, info_md5 FROM articles").fetchall())
     assert migrated == written and None not in written.values()
     assert [a.title for a in Library(pg, enc, "lib").articles()] == ["All about cats", "All about dogs"]
+
+
+def test_postings_blocks_built_by_the_migration_are_those_writes_keep(pg: PostgresStore, enc: HashEncoder):
+    # Migration 0007 packs the postings of existing libraries in SQL; questions must read the
+    # same postings from those blocks as from the blocks that writes append to and prune.
+    lib = Library(pg, enc, "lib")
+    lib.ingest([*DOCS, doc("k1", "Note 1", "Cats and dogs by the water.")])
+    lib.forget("All about dogs")
+    lib.ingest([doc("k1", "Note 1", "Dogs, crows and cats.")])
+    terms = ["cat", "dog", "water", "crow", "sleep"]
+    written = pg.lexical("lib", terms)
+    (migration,) = [m for m in load_migrations() if m.name == "term_blocks"]
+    with psycopg.connect(pg._dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM term_blocks")
+        conn.execute(migration.sql)
+    migrated = pg.lexical("lib", terms)
+    assert migrated.tuples() == written.tuples() and written.tuples()
+    assert migrated.df == written.df
+    check_integrity(pg, "lib")

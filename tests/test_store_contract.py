@@ -7,6 +7,7 @@ side on the same ingests and compare answers, ids and scores.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot.wording import for_cli
 from embeddings import (
@@ -32,7 +35,7 @@ from embeddings import (
     Store,
 )
 from embeddings.articles import assemble, load_bytes, parse_markdown
-from embeddings.lexical import Analyzer
+from embeddings.lexical import BM25, Analyzer
 from embeddings.types import Layout
 
 from .conftest import SEED
@@ -260,7 +263,7 @@ def test_lexical_stats_and_postings(lib: Library):
     assert n == len(passages)
     assert avgdl == pytest.approx(sum(sum(c.values()) for c in counts.values()) / n)
     assert df == {t: sum(1 for c in counts.values() if t in c) for t in ("cat", "sleep")}
-    got = sorted(lib.store.lexical("test", ["cat", "sleep", "dog"]).postings)
+    got = lib.store.lexical("test", ["cat", "sleep", "dog"]).tuples()
     expected = sorted(
         (t, pid, c[t], sum(c.values()))
         for pid, c in counts.items()
@@ -268,7 +271,7 @@ def test_lexical_stats_and_postings(lib: Library):
         if t in c
     )
     assert got == expected
-    assert lib.store.lexical("test", []).postings == []
+    assert lib.store.lexical("test", []).tuples() == []
 
 
 def test_article_filters_return_k_results_from_those_articles(lib: Library, enc: HashEncoder):
@@ -280,7 +283,7 @@ def test_article_filters_return_k_results_from_those_articles(lib: Library, enc:
     assert {pid for pid, _ in lib.store.nearest("test", q, 5, article_ids=[dogs])[0]} == dog_ids
     assert {pid for pid, _ in lib.store.nearest("test", q, 5, article_ids=[dogs])[1]} == dog_ids
     assert {
-        pid for _, pid, _, _ in lib.store.lexical("test", ["dog"], article_ids=[dogs]).postings
+        pid for _, pid, _, _ in lib.store.lexical("test", ["dog"], article_ids=[dogs]).tuples()
     } == dog_ids
     assert lib.store.nearest("test", q, 5, article_ids=[])[0] == []
     hits = lib.search("cats", k=3, article_ids=[dogs])
@@ -620,7 +623,7 @@ def test_both_stores_give_the_same_answers(both: tuple[Store, Store], enc: HashE
             ]
     terms = ["cat", "dog", "water", "crow"]
     assert stats(local, "same", terms) == stats(pg, "same", terms)
-    assert sorted(local.lexical("same", terms).postings) == sorted(pg.lexical("same", terms).postings)
+    assert local.lexical("same", terms).tuples() == pg.lexical("same", terms).tuples()
     # added_at is the ingest's own clock: equal up to the second it ran in.
     strip = [replace(w, info=replace(w.info, added_at="")) for w in local.export("same")]
     assert_exports_equal(strip, [replace(w, info=replace(w.info, added_at="")) for w in pg.export("same")])
@@ -707,7 +710,13 @@ def test_both_stores_read_the_same_evidence(both: tuple[Store, Store]):
         [(s.start, s.end) for s in e.sentences] for e in b
     ]
     dogs = next(x.id for x in local.list_articles("same") if x.key == "dogs")
-    assert local.lexical("same", ["dog", "bark"], [dogs]) == pg.lexical("same", ["dog", "bark"], [dogs])
+    a, b = local.lexical("same", ["dog", "bark"], [dogs]), pg.lexical("same", ["dog", "bark"], [dogs])
+    assert (a.passage_count, a.mean_length, a.df, a.tuples()) == (
+        b.passage_count,
+        b.mean_length,
+        b.df,
+        b.tuples(),
+    )
 
 
 def test_word_statistics_follow_every_write(lib: Library, backend: Backend):
@@ -719,6 +728,96 @@ def test_word_statistics_follow_every_write(lib: Library, backend: Backend):
     after = stats(lib.store, "test", terms)
     assert after != before
     assert after == stats(backend.open(), "test", terms)  # what a fresh process reads
-    postings = lib.store.lexical("test", terms).postings
-    fresh = backend.open().lexical("test", terms).postings
+    postings = lib.store.lexical("test", terms).tuples()
+    fresh = backend.open().lexical("test", terms).tuples()
     assert postings == fresh
+
+
+# ---------------------------------------------------------------------- BM25 over postings blocks
+
+WORDS = ["cat", "dog", "crow", "fish", "water", "stone", "river", "sleep"]
+_examples = iter(range(10**6))
+
+
+def _plain_bm25(store: Store, library: str, terms: list[str]) -> dict[int, float]:
+    """BM25 counted the plain way from every stored passage's text (the definition, not the index)."""
+    analyzer = Analyzer()
+    counts = {
+        p.id: analyzer.counts(p.text)
+        for a in store.list_articles(library)
+        for p in store.article_passages(library, a.id)
+    }
+    n = len(counts)
+    mean = sum(sum(c.values()) for c in counts.values()) / n if n else 0.0
+    scores: dict[int, float] = {}
+    for term in sorted(set(terms)):
+        df = sum(1 for c in counts.values() if term in c)
+        idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+        for pid, c in counts.items():
+            if term in c:
+                tf, length = c[term], sum(c.values())
+                scores[pid] = scores.get(pid, 0.0) + idf * tf * 2.2 / (
+                    tf + 1.2 * (0.25 + 0.75 * length / mean)
+                )
+    return scores
+
+
+_sentence = st.lists(st.sampled_from(WORDS), min_size=1, max_size=6).map(
+    lambda w: " ".join(w).capitalize() + "."
+)
+_write = st.tuples(
+    st.sampled_from(["add", "forget", "move"]),
+    st.integers(0, 4),
+    st.lists(st.lists(_sentence, min_size=1, max_size=3).map(" ".join), min_size=1, max_size=3),
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(writes=st.lists(_write, min_size=1, max_size=8), query=st.lists(st.sampled_from(WORDS), min_size=1))
+def test_bm25_is_the_plain_count_after_any_writes(backend: Backend, enc: HashEncoder, writes, query):
+    """Adds, replacements, removals and restores with ids far apart (postings in several blocks
+    of one term): the index's BM25 is the definition's, in every store and in a fresh process."""
+    store = backend.opened[0] if backend.opened else backend.open()
+    name = f"bm{next(_examples)}"
+    lib = Library(store, enc, name)
+    lib.ingest([doc("seed", "Seed", "Cats sleep by the river.")])
+    for n, (kind, key, paragraphs) in enumerate(writes):
+        if kind == "add":
+            lib.ingest([doc(f"k{key}", f"Note {key}", *paragraphs)])
+        elif (found := store.find_articles(name, keys=[f"k{key}"])) and kind == "forget":
+            lib.forget(found[0].id)
+        elif found:  # "move": the same article back under ids in another block
+            (w,) = store.export(name, [found[0].id])
+            shift = (n + 1) * 5000
+            moved = replace(w, passages=[replace(p, id=p.id + shift) for p in w.passages])
+            store.write(name, [], [found[0].id])
+            store.restore(name, [moved])
+    terms = Analyzer().terms(" ".join(query))
+    expected = _plain_bm25(store, name, terms)
+    for reader in (store, backend.open()):
+        evidence = BM25().evidence(reader, name, terms)
+        got = dict(zip(evidence.ids.tolist(), evidence.scores.tolist(), strict=True))
+        assert got.keys() == expected.keys()
+        assert [got[k] for k in sorted(got)] == pytest.approx(
+            [expected[k] for k in sorted(expected)], rel=1e-12
+        )
+        best = sorted(expected.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        assert [pid for pid, _ in evidence.top(3)] == [pid for pid, _ in best]
+
+
+def test_a_library_made_before_postings_blocks_reads_and_gains_them(tmp_path: Path, enc: HashEncoder):
+    store = LocalStore(tmp_path)
+    Library(store, enc, "test").ingest(DOCS)
+    terms = ["cat", "dog", "water", "crow", "sleep"]
+    before = store.lexical("test", terms).tuples()
+    conn = store._conn("test")
+    conn.execute("DELETE FROM term_blocks")
+    conn.execute("DELETE FROM meta WHERE key = 'term_blocks'")
+    store._seal_meta(conn)
+    assert store.lexical("test", terms).tuples() == before  # read from the postings table
+    store.close()
+    again = LocalStore(tmp_path)  # a writable open fills the blocks
+    assert again._conn("test").execute("SELECT count(*) FROM term_blocks").fetchone()[0] > 0
+    assert again.lexical("test", terms).tuples() == before
+    hits = Library(again, enc, "test").search("How long do cats sleep?", k=3)
+    assert hits[0].article.key == "cats"

@@ -105,19 +105,42 @@ class PassageEvidence:
     sentences: tuple[SentenceRow, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
+class TermPostings:
+    """One term's postings as parallel arrays: passage ids, term frequencies, passage lengths.
+
+    The order of the entries is the store's own (each passage appears once); whatever adds them
+    up per passage gets the same sums in any order, since a passage meets each term once.
+    """
+
+    passage_ids: NDArray[np.int64]
+    tfs: NDArray[np.int64]
+    lengths: NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.passage_ids)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class LexicalRows:
     """What BM25 needs for one question, read in one call.
 
-    ``postings`` are ``(term, passage_id, term_frequency, passage_length)`` for the question's
-    terms, ordered by term (binary order) then passage id, so that BM25 adds each passage's terms
-    in the same order, to the same last bit, whichever store answers.
+    ``postings`` maps each of the question's terms that some (allowed) passage holds to its
+    :class:`TermPostings`; ``df`` counts the passages of the whole library holding each term.
     """
 
     passage_count: int
     mean_length: float
     df: dict[str, int]
-    postings: list[tuple[str, int, int, int]]
+    postings: dict[str, TermPostings]
+
+    def tuples(self) -> list[tuple[str, int, int, int]]:
+        """Every posting as ``(term, passage_id, tf, length)``, sorted: for comparing two reads."""
+        return sorted(
+            (term, int(pid), int(tf), int(length))
+            for term, p in self.postings.items()
+            for pid, tf, length in zip(p.passage_ids, p.tfs, p.lengths, strict=True)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +365,7 @@ __all__ = [
     "PassageEvidence",
     "SentenceRow",
     "Store",
+    "TermPostings",
     "article_info",
     "check_library_name",
 ]

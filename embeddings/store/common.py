@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from ..articles import article_digest
 from ..errors import CorruptIndexError
 from ..types import Article, ArticleInfo, Layout, Passage
-from . import SentenceRow, article_info
+from . import SentenceRow, TermPostings, article_info
 
 T = TypeVar("T")
 
@@ -238,7 +238,7 @@ def group_by_passage(rows: Iterable[SentenceRow], passage_ids: Sequence[int]) ->
     return [r for pid in passage_ids for r in by_passage.get(pid, [])]
 
 
-def top_k(scores: NDArray[np.float32], ids: NDArray[np.int64], k: int) -> list[tuple[int, float]]:
+def top_k(scores: NDArray[np.floating[Any]], ids: NDArray[np.int64], k: int) -> list[tuple[int, float]]:
     """The ``k`` best ``(id, score)``; ties go to the smaller id (the earlier passage)."""
     if k <= 0 or len(ids) == 0:
         return []
@@ -252,10 +252,103 @@ def top_k(scores: NDArray[np.float32], ids: NDArray[np.int64], k: int) -> list[t
     return [(int(ids[i]), float(scores[i])) for i in order]
 
 
+# ---------------------------------------------------------------------- postings in blocks
+
+BLOCK_BITS = 12
+"""Each term's postings are kept in blocks of 2**12 consecutive passage ids, one row per
+(term, block). A question then reads a few rows per term instead of one row per posting (at
+1,000,000 passages a common term has over 100,000 postings), and a write rewrites only the
+blocks it touches: new passages take new ids, so an ingest appends to each term's last block."""
+
+_PIDS, _TFS, _LENGTHS = np.dtype(">i8"), np.dtype(">i4"), np.dtype(">i4")
+"""How a block's three columns are packed: big-endian, as PostgreSQL's ``int8send``/``int4send``
+write them, so SQL can build blocks too (its migration does)."""
+
+
+def pack_postings(
+    passage_ids: Sequence[int] | NDArray[np.int64],
+    tfs: Sequence[int] | NDArray[np.int64],
+    lengths: Sequence[int] | NDArray[np.int64],
+) -> tuple[bytes, bytes, bytes]:
+    """The three columns of a block row."""
+    return (
+        np.asarray(passage_ids, dtype=_PIDS).tobytes(),
+        np.asarray(tfs, dtype=_TFS).tobytes(),
+        np.asarray(lengths, dtype=_LENGTHS).tobytes(),
+    )
+
+
+def unpack_postings(pids: object, tfs: object, lengths: object) -> TermPostings:
+    """A block row's columns as arrays; :class:`ValueError` if they cannot be one block's
+    (not bytes, or of sizes that disagree: a damaged row)."""
+    if not all(isinstance(b, bytes) for b in (pids, tfs, lengths)):
+        raise ValueError("a postings block is not binary")
+    assert isinstance(pids, bytes) and isinstance(tfs, bytes) and isinstance(lengths, bytes)
+    if len(pids) % 8 or len(pids) // 8 != len(tfs) // 4 or len(tfs) != len(lengths) or len(tfs) % 4:
+        raise ValueError("a postings block's columns disagree in length")
+    return TermPostings(
+        np.frombuffer(pids, _PIDS).astype(np.int64),
+        np.frombuffer(tfs, _TFS).astype(np.int64),
+        np.frombuffer(lengths, _LENGTHS).astype(np.int64),
+    )
+
+
+def posting_blocks(rows: Iterable[tuple[str, int, int, int]]) -> list[tuple[str, int, bytes, bytes, bytes]]:
+    """``(term, passage_id, tf, length)`` rows as block rows ``(term, block, pids, tfs, lengths)``,
+    each block's postings in passage-id order."""
+    grouped: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
+    for term, pid, tf, length in rows:
+        grouped.setdefault((term, pid >> BLOCK_BITS), []).append((pid, tf, length))
+    out = []
+    for (term, block), postings in grouped.items():
+        postings.sort()
+        out.append((term, block, *pack_postings(*zip(*postings, strict=True))))
+    return out
+
+
+def prune_block(columns: Sequence[object], removed: NDArray[np.int64]) -> tuple[bytes, bytes, bytes] | None:
+    """A block row's ``(pids, tfs, lengths)`` without the postings of ``removed`` passages
+    (None: nothing is left)."""
+    block = unpack_postings(*columns)
+    keep = ~np.isin(block.passage_ids, removed)
+    if not keep.any():
+        return None
+    return pack_postings(block.passage_ids[keep], block.tfs[keep], block.lengths[keep])
+
+
+def gather_postings(
+    blocks: Iterable[tuple[str, TermPostings]], allowed: NDArray[np.int64] | None = None
+) -> tuple[dict[str, int], dict[str, TermPostings]]:
+    """Each term's document frequency over the whole library and its postings (only those of
+    ``allowed`` passages when given), from the term's block rows."""
+    parts: dict[str, list[TermPostings]] = {}
+    for term, block in blocks:
+        parts.setdefault(term, []).append(block)
+    df: dict[str, int] = {}
+    postings: dict[str, TermPostings] = {}
+    for term, found in parts.items():
+        joined = found[0]
+        if len(found) > 1:
+            joined = TermPostings(
+                np.concatenate([b.passage_ids for b in found]),
+                np.concatenate([b.tfs for b in found]),
+                np.concatenate([b.lengths for b in found]),
+            )
+        df[term] = len(joined)
+        if allowed is not None:
+            keep = np.isin(joined.passage_ids, allowed)
+            joined = TermPostings(joined.passage_ids[keep], joined.tfs[keep], joined.lengths[keep])
+        if len(joined):
+            postings[term] = joined
+    return df, postings
+
+
 __all__ = [
+    "BLOCK_BITS",
     "PASSAGE_COLUMNS",
     "PASSAGE_WIDTH",
     "article_from_row",
+    "gather_postings",
     "group_by_passage",
     "in_order",
     "info_columns",
@@ -263,9 +356,13 @@ __all__ = [
     "info_md5",
     "infos_by_id",
     "now",
+    "pack_postings",
     "passage_from_row",
     "passage_md5",
     "passage_row_md5",
+    "posting_blocks",
+    "prune_block",
     "text_md5",
     "top_k",
+    "unpack_postings",
 ]

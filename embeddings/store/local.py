@@ -30,7 +30,6 @@ import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,11 +55,14 @@ from . import (
     PassageEvidence,
     Record,
     SentenceRow,
+    TermPostings,
     check_library_name,
 )
 from .common import (
+    BLOCK_BITS,
     PASSAGE_COLUMNS,
     article_from_row,
+    gather_postings,
     group_by_passage,
     in_order,
     info_columns,
@@ -71,8 +73,11 @@ from .common import (
     passage_from_row,
     passage_md5,
     passage_row_md5,
+    posting_blocks,
+    prune_block,
     text_md5,
     top_k,
+    unpack_postings,
 )
 
 log = logging.getLogger(__name__)
@@ -126,6 +131,16 @@ CREATE TABLE IF NOT EXISTS postings (
     PRIMARY KEY (term, passage_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS postings_passage ON postings(passage_id);
+-- The same postings packed per (term, block of passage ids): what questions read (see
+-- common.BLOCK_BITS); the table above is what writes find a passage's terms by.
+CREATE TABLE IF NOT EXISTS term_blocks (
+    term TEXT NOT NULL,
+    block INTEGER NOT NULL,
+    pids BLOB NOT NULL,
+    tfs BLOB NOT NULL,
+    lengths BLOB NOT NULL,
+    PRIMARY KEY (term, block)
+);
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     question TEXT NOT NULL,
@@ -247,6 +262,34 @@ def _add_checksums(conn: sqlite3.Connection) -> None:
         # A read-only library is still read; what it lacks goes unchecked until it is writable.
 
 
+_BLOCKS_READY = "term_blocks"
+"""The meta key saying the ``term_blocks`` table holds every posting (absent in a library made
+before blocks existed, until a writable open fills the table)."""
+
+
+def _add_term_blocks(conn: sqlite3.Connection) -> None:
+    """Fill ``term_blocks`` from the postings of a library made before it existed, once."""
+    if conn.execute("SELECT 1 FROM meta WHERE key=?", (_BLOCKS_READY,)).fetchone() is not None:
+        return
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("DELETE FROM term_blocks")
+        rows = conn.execute(
+            "SELECT t.term, t.passage_id, t.tf, p.length FROM postings t JOIN passages p ON p.id = t.passage_id"
+        )
+        conn.executemany("INSERT INTO term_blocks VALUES (?,?,?,?,?)", posting_blocks(rows.fetchall()))
+        conn.execute("INSERT INTO meta VALUES (?, '1')", (_BLOCKS_READY,))
+        if conn.execute("SELECT 1 FROM meta WHERE key='meta_md5'").fetchone() is not None:
+            LocalStore._seal_meta(conn)
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if "readonly" not in str(exc).lower():
+            raise
+        # Read-only: questions read the postings table itself (LocalStore._legacy_postings).
+
+
 _ACCESS_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
@@ -335,6 +378,7 @@ class LocalStore:
                     conn.execute("PRAGMA synchronous=NORMAL")
                     conn.executescript(_SCHEMA)
                     _add_checksums(conn)
+                    _add_term_blocks(conn)
                 except sqlite3.OperationalError as exc:
                     error = self._db_error(library, exc)
                     if create or not isinstance(error, LibraryAccessError) or error.problem == "disk_full":
@@ -738,27 +782,47 @@ class LocalStore:
             try:
                 if spec is not None:  # reset: everything goes
                     conn.execute("DELETE FROM articles")
+                    conn.execute("DELETE FROM term_blocks")
                     conn.execute(
                         "INSERT OR REPLACE INTO meta VALUES ('spec', ?)", (json.dumps(asdict(spec)),)
                     )
                 removed: list[int] = []
+                touched: set[tuple[str, int]] = set()  # (term, block) rows holding removed postings
                 for article_id in set(delete) | {w.info.id for w in add}:
-                    removed.extend(
+                    pids = [
                         r[0]
                         for r in conn.execute("SELECT id FROM passages WHERE article_id=?", (article_id,))
+                    ]
+                    removed.extend(pids)
+                    touched.update(
+                        (term, pid >> BLOCK_BITS)
+                        for term, pid in conn.execute(
+                            f"SELECT term, passage_id FROM postings WHERE passage_id IN ({','.join('?' * len(pids))})",
+                            pids,
+                        )
                     )
                     conn.execute("DELETE FROM articles WHERE id=?", (article_id,))
                 gone = np.asarray(removed, dtype=np.int64)
+                self._prune_blocks(conn, touched, gone)
                 keep = ~np.isin(current.ids, gone)
                 keep_s = ~np.isin(current.sentence_passages, gone)
                 new_ids: list[int] = []
                 new_sids: list[int] = []
                 new_spids: list[int] = []
+                new_postings: list[tuple[str, int, int, int]] = []
                 for w in add:
-                    pids, article_sids = self._insert_article(conn, w, keep_ids)
+                    pids, article_sids = self._insert_article(conn, w, new_postings, keep_ids)
                     new_ids.extend(pids)
                     new_sids.extend(article_sids)
                     new_spids.extend(pids[ordinal] for ordinal, _, _ in w.sentences)
+                # A new passage's postings join its terms' blocks (new ids: mostly each term's last).
+                conn.executemany(
+                    "INSERT INTO term_blocks VALUES (?,?,?,?,?) ON CONFLICT (term, block) DO UPDATE SET "
+                    # || makes text of two blobs (their bytes, unchanged): cast back to a blob.
+                    "pids = CAST(pids || excluded.pids AS BLOB), tfs = CAST(tfs || excluded.tfs AS BLOB), "
+                    "lengths = CAST(lengths || excluded.lengths AS BLOB)",
+                    posting_blocks(new_postings),
+                )
                 dim = current.vectors.shape[1]
                 vectors = np.ascontiguousarray(
                     np.concatenate([current.vectors[keep]] + [w.vectors.astype(np.float32) for w in add])
@@ -811,9 +875,33 @@ class LocalStore:
             self._matrices[library] = _Matrix(new_gen, vectors, ids, svectors, sids, spids)
         self._remove_stale_files(library, keep=new_gen)
 
+    def _prune_blocks(
+        self, conn: sqlite3.Connection, touched: set[tuple[str, int]], gone: NDArray[np.int64]
+    ) -> None:
+        """Take the postings of the ``gone`` passages out of the ``touched`` block rows."""
+        for term, block in sorted(touched):
+            row = conn.execute(
+                "SELECT pids, tfs, lengths FROM term_blocks WHERE term=? AND block=?", (term, block)
+            ).fetchone()
+            if row is None:
+                continue
+            kept = prune_block(row, gone)
+            if kept is None:
+                conn.execute("DELETE FROM term_blocks WHERE term=? AND block=?", (term, block))
+            else:
+                conn.execute(
+                    "UPDATE term_blocks SET pids=?, tfs=?, lengths=? WHERE term=? AND block=?",
+                    (*kept, term, block),
+                )
+
     def _insert_article(
-        self, conn: sqlite3.Connection, w: ArticleWrite, keep_ids: bool = False
+        self,
+        conn: sqlite3.Connection,
+        w: ArticleWrite,
+        postings: list[tuple[str, int, int, int]],
+        keep_ids: bool = False,
     ) -> tuple[list[int], list[int]]:
+        """Insert one article, its passages and sentences; its postings go on ``postings``."""
         a = w.info
         added_at = a.added_at or now()
         fields = (a.id, a.key, a.title, a.byline, a.date, a.url, a.source, a.content_hash)
@@ -832,6 +920,7 @@ class LocalStore:
         )
         ids: list[int] = []
         for p, terms in zip(w.passages, w.terms, strict=True):
+            length = sum(terms.values())
             cur = conn.execute(
                 'INSERT INTO passages (id, article_id, ordinal, paragraph, start, "end", text, length, '
                 "text_md5, section, kind, page, page_paragraph) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -843,7 +932,7 @@ class LocalStore:
                     p.start,
                     p.end,
                     p.text,
-                    sum(terms.values()),
+                    length,
                     passage_row_md5(a.id, p),
                     p.section or None,
                     p.kind or None,
@@ -854,6 +943,7 @@ class LocalStore:
             pid = _row_id(cur)
             ids.append(pid)
             conn.executemany("INSERT INTO postings VALUES (?,?,?)", [(t, pid, n) for t, n in terms.items()])
+            postings.extend((t, pid, n, length) for t, n in terms.items())
         sids: list[int] = []
         for ordinal, start, end in w.sentences:
             cur = conn.execute(
@@ -1073,47 +1163,55 @@ class LocalStore:
             conn.execute("BEGIN")  # one snapshot for the statistics and the postings
             try:
                 n, total, lengths, bad = self._passage_stats(conn, library)
-                df: dict[str, int] = {}
-                postings: list[tuple[str, int, int, int]] = []
-                if terms:
+                if bad:
+                    raise self._damaged(library, "holds damaged word statistics")
+                allowed = self._allowed(library, article_ids) if article_ids is not None else None
+                if not terms:
+                    blocks: list[tuple[str, TermPostings]] = []
+                elif conn.execute("SELECT 1 FROM meta WHERE key=?", (_BLOCKS_READY,)).fetchone():
                     marks = ",".join("?" * len(terms))
-                    counted = conn.execute(
-                        "SELECT term, COUNT(*), TOTAL(typeof(passage_id) <> 'integer' OR typeof(tf) <> 'integer') "
-                        f"FROM postings WHERE term IN ({marks}) GROUP BY term",
-                        terms,
-                    ).fetchall()
-                    df = {term: count for term, count, _ in counted}
-                    bad += sum(b for _, _, b in counted)
-                present = [t for t in terms if df.get(t)]
-                if present and article_ids is not None:
-                    # SQLite walks the (term, passage_id) primary key: binary term order, then id.
-                    sql = (
-                        "SELECT t.term, t.passage_id, t.tf, p.length FROM postings t JOIN passages p "
-                        f"ON p.id = t.passage_id WHERE t.term IN ({','.join('?' * len(present))}) "
-                        f"AND p.article_id IN ({','.join('?' * len(article_ids))})"
-                    )
-                    postings = conn.execute(sql, [*present, *article_ids]).fetchall()
-                elif present:
-                    # The whole library: the postings alone (the primary key's order), each
-                    # passage's length from the per-generation table instead of a join.
                     rows = conn.execute(
-                        "SELECT term, passage_id, tf FROM postings "
-                        f"WHERE term IN ({','.join('?' * len(present))}) ORDER BY term, passage_id",
-                        present,
+                        f"SELECT term, pids, tfs, lengths FROM term_blocks WHERE term IN ({marks})", terms
                     ).fetchall()
-                    top = len(lengths)
-                    for t, pid, tf in rows:
-                        # A posting of no passage (or not an id at all) comes from a damaged page.
-                        if type(pid) is not int or not 0 <= pid < top or lengths[pid] < 0:
-                            bad += 1
-                            break
-                        postings.append((t, pid, tf, int(lengths[pid])))
+                    blocks = [(term, unpack_postings(*cols)) for term, *cols in rows]
+                else:
+                    blocks = self._legacy_postings(conn, terms)
+            except ValueError as exc:
+                raise self._damaged(library, "holds damaged word statistics") from exc
             finally:
                 conn.execute("COMMIT")
-        # A damaged index page can also hand back a row of a term nobody asked for.
-        if bad or not set(map(itemgetter(0), postings)) <= set(present):
-            raise self._damaged(library, "holds damaged word statistics")
+        # A damaged page can hand back a row of a term nobody asked for, or postings of passages
+        # that are not there (or not of that length): the statistics catch both.
+        wanted = set(terms)
+        for term, block in blocks:
+            pids = block.passage_ids
+            if (
+                term not in wanted
+                or (len(pids) and (pids.min() < 0 or pids.max() >= len(lengths)))
+                or not np.array_equal(lengths[pids], block.lengths)
+            ):
+                raise self._damaged(library, "holds damaged word statistics")
+        df, postings = gather_postings(blocks, allowed)
         return LexicalRows(int(n), (total / n if n else 0.0), df, postings)
+
+    @staticmethod
+    def _legacy_postings(conn: sqlite3.Connection, terms: list[str]) -> list[tuple[str, TermPostings]]:
+        """The postings of ``terms`` from the postings table: a read-only library made before
+        ``term_blocks`` existed (a writable open fills that table)."""
+        rows = conn.execute(
+            "SELECT t.term, t.passage_id, t.tf, p.length FROM postings t JOIN passages p ON p.id = t.passage_id "
+            f"WHERE t.term IN ({','.join('?' * len(terms))})",
+            terms,
+        ).fetchall()
+        by_term: dict[str, list[tuple[int, int, int]]] = {}
+        for term, pid, tf, length in rows:
+            if not all(type(v) is int for v in (pid, tf, length)):
+                raise ValueError("a posting is damaged")
+            by_term.setdefault(term, []).append((pid, tf, length))
+        return [
+            (term, TermPostings(*(np.asarray(c, dtype=np.int64) for c in zip(*found, strict=True))))
+            for term, found in by_term.items()
+        ]
 
     def _passage_stats(
         self, conn: sqlite3.Connection, library: str

@@ -33,12 +33,15 @@ from .. import (
     PassageEvidence,
     Record,
     SentenceRow,
+    TermPostings,
     check_library_name,
 )
 from ..common import (
+    BLOCK_BITS,
     PASSAGE_COLUMNS,
     PASSAGE_WIDTH,
     article_from_row,
+    gather_postings,
     group_by_passage,
     in_order,
     info_columns,
@@ -48,7 +51,10 @@ from ..common import (
     now,
     passage_from_row,
     passage_row_md5,
+    posting_blocks,
+    prune_block,
     top_k,
+    unpack_postings,
 )
 from .migrations import Migration, apply_migrations, load_migrations
 from .pool import Pool, first_line, is_disconnect, psycopg_module
@@ -375,7 +381,7 @@ class PostgresStore:
                 "UPDATE libraries SET spec = %s, dim = %s WHERE id = %s",
                 (Jsonb(asdict(spec)), spec.dim, lib.id),
             )
-            for table in ("postings", "sentences", "passages", "cache", "articles"):
+            for table in ("term_blocks", "postings", "sentences", "passages", "cache", "articles"):
                 conn.execute(f"DELETE FROM {table} WHERE library_id = %s", (lib.id,))
             conn.execute("UPDATE libraries SET passage_count = 0, total_length = 0 WHERE id = %s", (lib.id,))
             return self._commit(conn, library, add, ())
@@ -406,6 +412,7 @@ class PostgresStore:
         removed, removed_len = 0, 0
         if gone:
             in_gone = "(SELECT id FROM passages WHERE library_id = %s AND article_id = ANY(%s))"
+            self._prune_blocks(conn, lib.id, in_gone, gone)
             for table in ("postings", "sentences"):
                 conn.execute(
                     f"DELETE FROM {table} WHERE library_id = %s AND passage_id IN {in_gone}",
@@ -429,6 +436,34 @@ class PostgresStore:
             ).fetchone()
         )
         return int(count)
+
+    @staticmethod
+    def _prune_blocks(conn: psycopg.Connection[Any], library_id: int, in_gone: str, gone: list[str]) -> None:
+        """Take the postings of the passages of the ``gone`` articles out of their block rows."""
+        found = conn.execute(
+            f"SELECT term, passage_id FROM postings WHERE library_id = %s AND passage_id IN {in_gone}",
+            (library_id, library_id, gone),
+        ).fetchall()
+        if not found:
+            return
+        removed = np.unique(np.asarray([pid for _, pid in found], dtype=np.int64))
+        touched = sorted({(term, pid >> BLOCK_BITS) for term, pid in found})
+        rows = conn.execute(
+            "SELECT term, block, pids, tfs, lengths FROM term_blocks WHERE library_id = %s "
+            "AND (term, block) IN (SELECT * FROM unnest(%s::text[], %s::int8[]))",
+            (library_id, [t for t, _ in touched], [b for _, b in touched]),
+        ).fetchall()
+        with conn.cursor() as cur:
+            kept = [(term, block, prune_block(cols, removed)) for term, block, *cols in rows]
+            cur.executemany(
+                "DELETE FROM term_blocks WHERE library_id = %s AND term = %s AND block = %s",
+                [(library_id, term, block) for term, block, k in kept if k is None],
+            )
+            cur.executemany(
+                "UPDATE term_blocks SET pids = %s, tfs = %s, lengths = %s "
+                "WHERE library_id = %s AND term = %s AND block = %s",
+                [(*k, library_id, term, block) for term, block, k in kept if k is not None],
+            )
 
     def _insert(
         self, conn: psycopg.Connection[Any], lib: _Lib, add: Sequence[ArticleWrite], keep_ids: bool
@@ -508,6 +543,26 @@ class PostgresStore:
                 "postings (library_id, term, passage_id, tf, length)",
                 ["int4", "text", "int8", "int4", "int4"],
                 posting_rows,
+            )
+            # The new postings join their terms' blocks (new ids: mostly each term's last block),
+            # staged by COPY and merged in one statement.
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS new_blocks (term text, block int8, pids bytea, tfs bytea, "
+                "lengths bytea) ON COMMIT DELETE ROWS"
+            )
+            cur.execute("TRUNCATE new_blocks")
+            _copy(
+                cur,
+                "new_blocks (term, block, pids, tfs, lengths)",
+                ["text", "int8", "bytea", "bytea", "bytea"],
+                posting_blocks(row[1:] for row in posting_rows),
+            )
+            cur.execute(
+                "INSERT INTO term_blocks (library_id, term, block, pids, tfs, lengths) "
+                "SELECT %s, term, block, pids, tfs, lengths FROM new_blocks "
+                "ON CONFLICT (library_id, term, block) DO UPDATE SET pids = term_blocks.pids || excluded.pids, "
+                "tfs = term_blocks.tfs || excluded.tfs, lengths = term_blocks.lengths || excluded.lengths",
+                (lib.id,),
             )
         return total, total_len, next_pid, next_sid
 
@@ -833,40 +888,33 @@ class PostgresStore:
         """Passage count, mean analysed length, document frequencies and postings of ``terms``."""
         terms = list(dict.fromkeys(terms))
 
-        def run(conn: psycopg.Connection[Any]) -> tuple[int, int, dict[str, int], list[Any]]:
+        def run(conn: psycopg.Connection[Any]) -> tuple[int, int, list[Any], list[Any] | None]:
             lib = self._lib(conn, library)
             n, total = _one(
                 conn.execute(
                     "SELECT passage_count, total_length FROM libraries WHERE id = %s", (lib.id,)
                 ).fetchone()
             )
-            df: dict[str, int] = {}
-            postings: list[Any] = []
+            rows: list[Any] = []
             if terms:
-                df = dict(
-                    conn.execute(
-                        "SELECT term, count(*) FROM postings WHERE library_id = %s AND term = ANY(%s) "
-                        "GROUP BY term",
-                        (lib.id, terms),
-                    ).fetchall()
-                )
-            present = [t for t in terms if df.get(t)]
-            if present:
-                sql = "SELECT term, passage_id, tf, length FROM postings WHERE library_id = %s AND term = ANY(%s)"
-                args: list[Any] = [lib.id, present]
-                if article_ids is not None:
-                    sql += (
-                        " AND passage_id IN (SELECT id FROM passages WHERE library_id = %s "
-                        "AND article_id = ANY(%s))"
-                    )
-                    args += [lib.id, list(article_ids)]
-                # The local store's order (SQLite walks its primary key in binary order): BM25 then
-                # adds each passage's terms in the same order, to the same last bit.
-                postings = conn.execute(sql + ' ORDER BY term COLLATE "C", passage_id', args).fetchall()
-            return n, total, df, postings
+                rows = conn.execute(
+                    "SELECT term, pids, tfs, lengths FROM term_blocks WHERE library_id = %s AND term = ANY(%s)",
+                    (lib.id, terms),
+                ).fetchall()
+            allowed = None
+            if article_ids is not None:
+                allowed = conn.execute(
+                    "SELECT id FROM passages WHERE library_id = %s AND article_id = ANY(%s)",
+                    (lib.id, list(article_ids)),
+                ).fetchall()
+            return n, total, rows, allowed
 
-        n, total, df, postings = self._run(run)
-        return LexicalRows(int(n), (total / n if n else 0.0), df, [tuple(r) for r in postings])
+        n, total, rows, allowed = self._run(run)
+        blocks: list[tuple[str, TermPostings]] = [(term, unpack_postings(*cols)) for term, *cols in rows]
+        df, postings = gather_postings(
+            blocks, None if allowed is None else np.asarray([r[0] for r in allowed], dtype=np.int64)
+        )
+        return LexicalRows(int(n), (total / n if n else 0.0), df, postings)
 
     # ------------------------------------------------------------------ feedback and cache
 
