@@ -621,6 +621,9 @@ def test_both_stores_give_the_same_answers(both: tuple[Store, Store], enc: HashE
             assert [p for p, _ in local.nearest("same", q, k)[1]] == [
                 p for p, _ in pg.nearest("same", q, k)[1]
             ]
+        # The lexical ranking on its own: the same passages with the same scores, to the last bit.
+        words = Analyzer().terms(question)
+        assert BM25().evidence(local, "same", words).top(10) == BM25().evidence(pg, "same", words).top(10)
     terms = ["cat", "dog", "water", "crow"]
     assert stats(local, "same", terms) == stats(pg, "same", terms)
     assert local.lexical("same", terms).tuples() == pg.lexical("same", terms).tuples()
