@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,21 @@ def ask_times(library: Library, qs: list[str], warmup: int = 10) -> dict[str, An
     }
 
 
+def write_times(
+    store: Store, pool: list[str], vectors: NDArray[np.float32], analyzer: Analyzer
+) -> dict[str, float]:
+    """Seconds to add one more article (10 passages) to the built library, then to remove it:
+    what an ingest or a /forget costs a community at this size."""
+    (extra,) = next(articles(PER_ARTICLE, pool, vectors, analyzer, PER_ARTICLE))
+    info = replace(extra.info, id="extra", key="extra", content_hash="e" * 64)
+    extra = replace(extra, info=info, passages=[replace(p, article_id="extra") for p in extra.passages])
+    t0 = time.perf_counter()
+    store.write(LIBRARY, [extra])
+    t1 = time.perf_counter()
+    store.write(LIBRARY, [], ["extra"])
+    return {"add_article_s": round(t1 - t0, 2), "remove_article_s": round(time.perf_counter() - t1, 2)}
+
+
 def build(
     store: Store,
     library: Library,
@@ -241,6 +257,7 @@ def main() -> None:
             store = LocalStore(root)  # a serving process's view
             library = Library(store, encoder, LIBRARY)
             timing = ask_times(library, qs)
+            timing.update(write_times(store, pool, vectors, library.analyzer))
             results.append(
                 {
                     "store": "local",
@@ -267,6 +284,7 @@ def main() -> None:
                     (size,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()  # type: ignore[misc]
                 before = rss_mb()
                 timing = ask_times(library, qs)
+                timing.update(write_times(store, pool, vectors, library.analyzer))
                 results.append(
                     {
                         "store": "postgres",
@@ -282,8 +300,11 @@ def main() -> None:
                 )
                 store.close()
         log(json.dumps(results[-1]))
-    print("| store | passages | build | disk | memory | p50 / p95 / p99 ms | mean / p95 ms by stage |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| store | passages | build | disk | memory | p50 / p95 / p99 ms | mean / p95 ms by stage "
+        "| add / remove an article |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         stages = ", ".join(f"{k} {v} / {r['stages_p95_ms'][k]}" for k, v in r["stages_ms"].items())
         memory = f"{r['memory_mb']:,} MB" + (
@@ -291,7 +312,8 @@ def main() -> None:
         )
         print(
             f"| {r['store']} | {r['n']:,} | {r['build_s']:,} s | {r['disk_mb']:,} MB | {memory} "
-            f"| {r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} | {stages} |"
+            f"| {r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} | {stages} "
+            f"| {r['add_article_s']} / {r['remove_article_s']} s |"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -1,8 +1,10 @@
 """Lexical retrieval: an analyzer (tokens, stop words, Snowball stems) and BM25 over postings.
 
 The postings live in the store and are written with each article, so the lexical index is
-persisted and updated incrementally with the library; scoring happens here, identically for
-every store.
+persisted and updated incrementally with the library. A store hands back each query term's
+postings as arrays (it keeps them packed in blocks of passage ids, see
+:data:`embeddings.store.common.BLOCK_BITS`); scoring happens here with numpy, identically for
+every store: exact BM25 over every passage that holds a query term, no candidate cut-off.
 """
 
 from __future__ import annotations
