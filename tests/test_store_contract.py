@@ -824,3 +824,18 @@ def test_a_library_made_before_postings_blocks_reads_and_gains_them(tmp_path: Pa
     assert again.lexical("test", terms).tuples() == before
     hits = Library(again, enc, "test").search("How long do cats sleep?", k=3)
     assert hits[0].article.key == "cats"
+
+
+def test_a_damaged_posting_in_a_library_made_before_blocks_is_reported_not_a_crash(tmp_path: Path, enc):
+    store = LocalStore(tmp_path)
+    Library(store, enc, "test").ingest(DOCS)
+    conn = store._conn("test")
+    conn.execute("DELETE FROM term_blocks")
+    conn.execute("DELETE FROM meta WHERE key = 'term_blocks'")
+    store._seal_meta(conn)
+    conn.execute("UPDATE postings SET tf = 'many' WHERE term = 'cat'")
+    store.close()
+    again = LocalStore(tmp_path)
+    with pytest.raises(CorruptIndexError):
+        again.lexical("test", ["cat", "dog"])
+    assert again.lexical("test", ["crow"]).df == {"crow": 1}  # the rest still answers

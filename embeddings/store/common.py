@@ -8,7 +8,8 @@ result in both live here, so that both stores answer with the same ids, scores a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -306,6 +307,16 @@ def posting_blocks(rows: Iterable[tuple[str, int, int, int]]) -> list[tuple[str,
     return out
 
 
+def stream_blocks(
+    rows: Iterable[tuple[str, int, int, int]],
+) -> Iterator[tuple[str, int, bytes, bytes, bytes]]:
+    """Like :func:`posting_blocks` for rows already ordered by term and passage id, holding one
+    block at a time (a whole library's postings can be more than memory holds)."""
+    for (term, block), group in itertools.groupby(rows, key=lambda r: (r[0], r[1] >> BLOCK_BITS)):
+        _, pids, tfs, lengths = zip(*group, strict=True)
+        yield term, block, *pack_postings(pids, tfs, lengths)
+
+
 def prune_block(columns: Sequence[object], removed: NDArray[np.int64]) -> tuple[bytes, bytes, bytes] | None:
     """A block row's ``(pids, tfs, lengths)`` without the postings of ``removed`` passages
     (None: nothing is left)."""
@@ -362,6 +373,7 @@ __all__ = [
     "passage_row_md5",
     "posting_blocks",
     "prune_block",
+    "stream_blocks",
     "text_md5",
     "top_k",
     "unpack_postings",

@@ -75,6 +75,7 @@ from .common import (
     passage_row_md5,
     posting_blocks,
     prune_block,
+    stream_blocks,
     text_md5,
     top_k,
     unpack_postings,
@@ -274,14 +275,21 @@ def _add_term_blocks(conn: sqlite3.Connection) -> None:
     try:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("DELETE FROM term_blocks")
+        # The postings' primary key order: each block's rows come together, one block in memory.
         rows = conn.execute(
-            "SELECT t.term, t.passage_id, t.tf, p.length FROM postings t JOIN passages p ON p.id = t.passage_id"
+            "SELECT t.term, t.passage_id, t.tf, p.length FROM postings t JOIN passages p ON p.id = t.passage_id "
+            "ORDER BY t.term, t.passage_id"
         )
-        conn.executemany("INSERT INTO term_blocks VALUES (?,?,?,?,?)", posting_blocks(rows.fetchall()))
+        conn.executemany("INSERT INTO term_blocks VALUES (?,?,?,?,?)", stream_blocks(rows))
         conn.execute("INSERT INTO meta VALUES (?, '1')", (_BLOCKS_READY,))
         if conn.execute("SELECT 1 FROM meta WHERE key='meta_md5'").fetchone() is not None:
             LocalStore._seal_meta(conn)
         conn.execute("COMMIT")
+    except (TypeError, ValueError, OverflowError):
+        # A damaged posting (a text where an id belongs): leave the blocks unmade; questions
+        # read the postings table, which says the library is damaged where it is.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
     except sqlite3.OperationalError as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
