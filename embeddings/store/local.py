@@ -227,6 +227,27 @@ _LATER_COLUMNS = {
 }
 
 
+@contextlib.contextmanager
+def _upgrading(conn: sqlite3.Connection, skip: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """One upgrade of a library made by an older citebot, in one transaction.
+
+    A read-only library is still read: what the upgrade adds goes unused until it is writable.
+    An exception in ``skip`` also undoes the upgrade and is not raised (the caller says why).
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("COMMIT")
+    except skip:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if "readonly" not in str(exc).lower():
+            raise
+
+
 def _add_checksums(conn: sqlite3.Connection) -> None:
     """Give a library made before the checksums (and layouts) existed their columns and values, once."""
     present = {
@@ -235,8 +256,7 @@ def _add_checksums(conn: sqlite3.Connection) -> None:
     missing = {t: [c for c in cols if c not in present[t]] for t, cols in _LATER_COLUMNS.items()}
     if not any(missing.values()):
         return
-    try:
-        conn.execute("BEGIN IMMEDIATE")
+    with _upgrading(conn):
         for table, columns in missing.items():
             for column in columns:
                 kind = "INTEGER" if column.startswith("page") else "TEXT"
@@ -254,26 +274,23 @@ def _add_checksums(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "UPDATE articles SET info_md5=? WHERE id=?", [(info_md5(*r), r[0]) for r in rows.fetchall()]
             )
-        conn.execute("COMMIT")
-    except sqlite3.OperationalError as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        if "readonly" not in str(exc).lower():
-            raise
-        # A read-only library is still read; what it lacks goes unchecked until it is writable.
 
 
 _BLOCKS_READY = "term_blocks"
 """The meta key saying the ``term_blocks`` table holds every posting (absent in a library made
-before blocks existed, until a writable open fills the table)."""
+before blocks existed, until a writable open fills the table; until then questions read the
+postings table itself, see ``LocalStore._legacy_postings``)."""
 
 
 def _add_term_blocks(conn: sqlite3.Connection) -> None:
-    """Fill ``term_blocks`` from the postings of a library made before it existed, once."""
+    """Fill ``term_blocks`` from the postings of a library made before it existed, once.
+
+    A damaged posting (a text where an id belongs) leaves the blocks unmade: questions then read
+    the postings table, which reports the damage where a question meets it.
+    """
     if conn.execute("SELECT 1 FROM meta WHERE key=?", (_BLOCKS_READY,)).fetchone() is not None:
         return
-    try:
-        conn.execute("BEGIN IMMEDIATE")
+    with _upgrading(conn, skip=(TypeError, ValueError, OverflowError)):
         conn.execute("DELETE FROM term_blocks")
         # The postings' primary key order: each block's rows come together, one block in memory.
         rows = conn.execute(
@@ -284,18 +301,6 @@ def _add_term_blocks(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO meta VALUES (?, '1')", (_BLOCKS_READY,))
         if conn.execute("SELECT 1 FROM meta WHERE key='meta_md5'").fetchone() is not None:
             LocalStore._seal_meta(conn)
-        conn.execute("COMMIT")
-    except (TypeError, ValueError, OverflowError):
-        # A damaged posting (a text where an id belongs): leave the blocks unmade; questions
-        # read the postings table, which says the library is damaged where it is.
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-    except sqlite3.OperationalError as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        if "readonly" not in str(exc).lower():
-            raise
-        # Read-only: questions read the postings table itself (LocalStore._legacy_postings).
 
 
 _ACCESS_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
