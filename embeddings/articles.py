@@ -921,6 +921,7 @@ def parse_html(html: str, *, key: str, source: str | None = None, url: str | Non
         meta.byline = meta.byline.replace(";", ",")
     meta.title = _page_title(html, meta.title, extracted.text)
     blocks = _xml_blocks(extracted.body) if extracted.body is not None else []
+    blocks = _restore_repeated_code(html, blocks)
     if not blocks:
         blocks = [Block(_prose(line)) for line in extracted.text.split("\n")]
     if meta.title:
@@ -932,6 +933,44 @@ def parse_html(html: str, *, key: str, source: str | None = None, url: str | Non
             blocks.remove(first)
         blocks = [replace(b, section=_drop_title(b.section, title)) if b.section else b for b in blocks]
     return clean_blocks(blocks, key=key, source=source, meta=meta, fallback_title=_title_from_name(source))
+
+
+def _source_code(html: str) -> list[str]:
+    """The page's ``<pre>`` blocks as code blocks, in document order."""
+    import lxml.html
+
+    try:
+        root = lxml.html.fromstring(html)
+    except (ValueError, lxml.etree.ParserError):
+        return []
+    return [text for pre in root.iter("pre") if (text := _code("".join(pre.itertext())))]
+
+
+def _restore_repeated_code(html: str, blocks: list[Block]) -> list[Block]:
+    """Put back the code blocks trafilatura drops for repeating the block before them.
+
+    trafilatura removes a block whose whitespace-collapsed text equals the previous block's
+    (a guard against extraction artifacts), so of two listings that differ only in indentation,
+    or a listing shown twice, the second is lost. Each code block of the extraction is found
+    among the page's ``<pre>`` blocks; the page's next blocks that repeat it that way follow it
+    again, unless the extraction has them as its next code block (it kept them).
+    """
+    if sum(b.kind == CODE for b in blocks) == 0:
+        return blocks
+    source = _source_code(html)
+    out: list[Block] = []
+    at = 0
+    for n, block in enumerate(blocks):
+        out.append(block)
+        if block.kind != CODE or block.text not in source[at:]:
+            continue
+        at = source.index(block.text, at) + 1
+        words = block.text.split()
+        kept = next((b.text for b in blocks[n + 1 :] if b.kind == CODE), None)
+        while at < len(source) and source[at].split() == words and source[at] != kept:
+            out.append(Block(source[at], CODE, block.section))
+            at += 1
+    return out
 
 
 def _drop_title(section: str, title: str) -> str:
