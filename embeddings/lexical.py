@@ -73,10 +73,28 @@ class Analyzer:
 
 @dataclass(frozen=True, slots=True)
 class BM25:
-    """Okapi BM25 with Lucene's idf; ``k1`` and ``b`` are the usual parameters."""
+    """Okapi BM25 with Lucene's idf; ``k1`` and ``b`` are the usual parameters.
+
+    A question of more than ``max_terms`` distinct terms (a pasted paragraph) is scored by its
+    ``max_terms`` rarest ones, as search engines' "more like this" queries do: the cost of BM25
+    grows with the postings of every term, and a thousand characters of the library's commonest
+    words would otherwise read a large share of the whole index for one question. Questions
+    people ask have far fewer terms (SQuAD-dev: at most 17), and are scored exactly.
+    """
 
     k1: float = 1.2
     b: float = 0.75
+    max_terms: int = 32
+
+    def query_terms(self, store: Store, library: str, terms: Sequence[str]) -> list[str]:
+        """The distinct terms BM25 scores ``terms`` by, in question order: all of them, or the
+        ``max_terms`` rarest in the library (ties: the earlier in the question)."""
+        unique = list(dict.fromkeys(terms))
+        if len(unique) <= self.max_terms:
+            return unique
+        df = store.term_counts(library, unique)
+        ranked = sorted(range(len(unique)), key=lambda i: (df.get(unique[i], 0), i))
+        return [unique[i] for i in sorted(ranked[: self.max_terms])]
 
     def evidence(
         self,
@@ -91,7 +109,7 @@ class BM25:
         distinct terms found in a passage; a term the library has never seen still counts in the
         denominator, so a question about something absent never looks fully covered.
         """
-        unique = list(dict.fromkeys(terms))
+        unique = self.query_terms(store, library, terms)
         if not unique:
             return LexicalEvidence.empty()
         rows = store.lexical(library, unique, article_ids)
@@ -119,7 +137,8 @@ class BM25:
 @dataclass(frozen=True, slots=True, eq=False)
 class LexicalEvidence:
     """BM25 score and idf-weighted term coverage of each passage sharing a term with the query
-    (``ids`` ascending, ``scores`` and ``coverage`` beside them), and the idf of each query term."""
+    (``ids`` ascending, ``scores`` and ``coverage`` beside them), and the idf of each term it
+    was scored by (see :attr:`BM25.max_terms`)."""
 
     ids: NDArray[np.int64]
     scores: NDArray[np.float64]

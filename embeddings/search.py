@@ -173,6 +173,8 @@ class Retriever:
         q = np.asarray(query_vector, dtype=np.float32)
         terms = list(dict.fromkeys(self.analyzer.terms(question)))
         evidence = self.bm25.evidence(self.store, library, terms, article_ids)
+        # Stage 2 weighs the terms BM25 scored by (all of them, or a long question's rarest).
+        terms = [t for t in terms if t in evidence.idf]
         lexical = dict(evidence.top(cfg.candidates))
         clock.lap("bm25")
         ids = list(lexical)

@@ -818,6 +818,7 @@ def test_a_library_made_before_postings_blocks_reads_and_gains_them(tmp_path: Pa
     conn.execute("DELETE FROM meta WHERE key = 'term_blocks'")
     store._seal_meta(conn)
     assert store.lexical("test", terms).tuples() == before  # read from the postings table
+    assert store.term_counts("test", terms) == store.lexical("test", terms).df
     store.close()
     again = LocalStore(tmp_path)  # a writable open fills the blocks
     assert again._conn("test").execute("SELECT count(*) FROM term_blocks").fetchone()[0] > 0
@@ -839,3 +840,40 @@ def test_a_damaged_posting_in_a_library_made_before_blocks_is_reported_not_a_cra
     with pytest.raises(CorruptIndexError):
         again.lexical("test", ["cat", "dog"])
     assert again.lexical("test", ["crow"]).df == {"crow": 1}  # the rest still answers
+
+
+MANY = [f"w{i:02d}x" for i in range(60)]  # distinct made-up words: every one is its own term
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    texts=st.lists(st.lists(st.sampled_from(MANY), min_size=3, max_size=30), min_size=2, max_size=12),
+    question=st.lists(st.sampled_from(MANY), min_size=33, max_size=80),
+)
+def test_a_question_of_many_words_is_scored_by_its_rarest(
+    backend: Backend, enc: HashEncoder, texts, question
+):
+    store = backend.opened[0] if backend.opened else backend.open()
+    name = f"many{next(_examples)}"
+    lib = Library(store, enc, name)
+    lib.ingest([doc(f"m{i}", f"Page {i}", " ".join(words) + ".") for i, words in enumerate(texts)])
+    analyzer = Analyzer()
+    terms = analyzer.terms(" ".join(question))
+    unique = list(dict.fromkeys(terms))
+    counts = [
+        analyzer.counts(p.text) for a in store.list_articles(name) for p in store.article_passages(name, a.id)
+    ]
+    df = {t: sum(1 for c in counts if t in c) for t in unique}
+    assert store.term_counts(name, unique) == {t: n for t, n in df.items() if n}
+    bm25 = BM25()
+    rarest = sorted(range(len(unique)), key=lambda i: (df[unique[i]], i))[: bm25.max_terms]
+    kept = [unique[i] for i in sorted(rarest)]
+    assert bm25.query_terms(store, name, terms) == kept
+    evidence = bm25.evidence(store, name, terms)
+    assert set(evidence.idf) == set(kept)
+    expected = _plain_bm25(store, name, kept)
+    got = dict(zip(evidence.ids.tolist(), evidence.scores.tolist(), strict=True))
+    assert got.keys() == expected.keys()
+    assert [got[k] for k in sorted(got)] == pytest.approx([expected[k] for k in sorted(expected)], rel=1e-12)
+    # The whole question still answers (stage 2 weighs the same terms).
+    assert lib.search(" ".join(question), k=3)

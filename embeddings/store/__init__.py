@@ -265,6 +265,10 @@ class Store(Protocol):
         """Passage count and mean analysed length of the library, document frequency of ``terms``,
         and their postings (limited to ``article_ids`` when given; the statistics never are)."""
 
+    def term_counts(self, library: str, terms: Sequence[str]) -> dict[str, int]:
+        """How many passages of the library hold each of ``terms`` (terms none holds left out),
+        without reading their postings."""
+
     def add_feedback(self, library: str, feedback: Feedback) -> None:
         """Record a vote on an answer."""
 

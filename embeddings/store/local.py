@@ -1207,6 +1207,23 @@ class LocalStore:
         df, postings = gather_postings(blocks, allowed)
         return LexicalRows(int(n), (total / n if n else 0.0), df, postings)
 
+    def term_counts(self, library: str, terms: Sequence[str]) -> dict[str, int]:
+        """Document frequencies from the blocks' sizes (SQLite reads a blob's size from its
+        record header, not the blob)."""
+        terms = list(dict.fromkeys(terms))
+        if not terms:
+            return {}
+        marks = ",".join("?" * len(terms))
+        with self._db(library) as conn:
+            if conn.execute("SELECT 1 FROM meta WHERE key=?", (_BLOCKS_READY,)).fetchone():
+                sql = f"SELECT term, sum(length(pids)) / 8 FROM term_blocks WHERE term IN ({marks}) GROUP BY term"
+            else:
+                sql = f"SELECT term, count(*) FROM postings WHERE term IN ({marks}) GROUP BY term"
+            rows = conn.execute(sql, terms).fetchall()
+        if not all(type(t) is str and t in terms and type(n) is int for t, n in rows):
+            raise self._damaged(library, "holds damaged word statistics")
+        return {t: n for t, n in rows if n}
+
     @staticmethod
     def _legacy_postings(conn: sqlite3.Connection, terms: list[str]) -> list[tuple[str, TermPostings]]:
         """The postings of ``terms`` from the postings table: a read-only library made before

@@ -916,6 +916,23 @@ class PostgresStore:
         )
         return LexicalRows(int(n), (total / n if n else 0.0), df, postings)
 
+    def term_counts(self, library: str, terms: Sequence[str]) -> dict[str, int]:
+        """Document frequencies from the blocks' sizes (``octet_length`` reads a stored value's
+        size from its TOAST pointer, not the value)."""
+        terms = list(dict.fromkeys(terms))
+        if not terms:
+            return {}
+
+        def run(conn: psycopg.Connection[Any]) -> list[Any]:
+            lib = self._lib(conn, library)
+            return conn.execute(
+                "SELECT term, sum(octet_length(pids)) / 8 FROM term_blocks WHERE library_id = %s "
+                "AND term = ANY(%s) GROUP BY term",
+                (lib.id, terms),
+            ).fetchall()
+
+        return {t: int(n) for t, n in self._run(run) if n}
+
     # ------------------------------------------------------------------ feedback and cache
 
     def add_feedback(self, library: str, feedback: Feedback) -> None:
