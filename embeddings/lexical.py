@@ -128,10 +128,21 @@ class BM25:
         tf = np.concatenate([rows.postings[t].tfs for t in present]).astype(np.float64)
         length = np.concatenate([rows.postings[t].lengths for t in present]).astype(np.float64)
         contributions = weights * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / norm))
-        ids, slot = np.unique(pids, return_inverse=True)
-        scores = np.bincount(slot, weights=contributions, minlength=len(ids)).astype(np.float64)
-        coverage = np.bincount(slot, weights=weights, minlength=len(ids)) / total
-        return LexicalEvidence(ids, scores, coverage, idf)
+        # Sum per passage. bincount adds in input order whichever way the slots are made, so
+        # both ways give the same sums: straight by id when the ids are dense enough (a
+        # question of common words at scale), else by rank among the distinct ids (a sort).
+        low = int(pids.min())
+        span = int(pids.max()) - low + 1
+        if span <= 4 * len(pids):
+            slot = pids - low
+            ids = np.flatnonzero(np.bincount(slot, minlength=span)) + low
+            scores = np.bincount(slot, weights=contributions, minlength=span)[ids - low]
+            coverage = np.bincount(slot, weights=weights, minlength=span)[ids - low] / total
+        else:
+            ids, slot = np.unique(pids, return_inverse=True)
+            scores = np.bincount(slot, weights=contributions, minlength=len(ids))
+            coverage = np.bincount(slot, weights=weights, minlength=len(ids)) / total
+        return LexicalEvidence(ids, scores.astype(np.float64), coverage, idf)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -76,7 +76,7 @@ def check_integrity(store: PostgresStore, library: str) -> None:
         assert len(keys) == len(set(keys))
         postings, packed = conn.execute(
             "SELECT (SELECT count(*) FROM postings WHERE library_id = %s), "
-            "(SELECT COALESCE(sum(length(pids)), 0) / 8 FROM term_blocks WHERE library_id = %s)",
+            "(SELECT COALESCE(sum(length(offsets)), 0) / 2 FROM term_blocks WHERE library_id = %s)",
             (lib_id, lib_id),
         ).fetchone()
         assert postings == packed  # every posting in exactly one block

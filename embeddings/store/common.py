@@ -261,9 +261,20 @@ BLOCK_BITS = 12
 1,000,000 passages a common term has over 100,000 postings), and a write rewrites only the
 blocks it touches: new passages take new ids, so an ingest appends to each term's last block."""
 
-_PIDS, _TFS, _LENGTHS = np.dtype(">i8"), np.dtype(">i4"), np.dtype(">i4")
-"""How a block's three columns are packed: big-endian, as PostgreSQL's ``int8send``/``int4send``
-write them, so SQL can build blocks too (its migration does)."""
+_U16 = np.dtype(">u2")
+"""A block's three columns are arrays of big-endian unsigned 16-bit numbers: each posting's
+passage id less the block's first (under 2**12), its term frequency and its passage's length
+in terms. Six bytes a posting, a third of 8-byte ids and 4-byte counts: a question at 1,000,000
+passages reads about a megabyte of postings, and reading is most of BM25's time. Big-endian as
+PostgreSQL's ``int4send`` writes them, so SQL builds blocks too (its migration does). A
+passage is cut to the model's window, so its length and its term frequencies stay far below
+65,535; a larger count (no model's window is that long) is stored as 65,535."""
+
+_MAX_U16 = 2**16 - 1
+
+
+def _u16(values: Sequence[int] | NDArray[np.int64]) -> bytes:
+    return np.minimum(np.asarray(values, dtype=np.int64), _MAX_U16).astype(_U16).tobytes()
 
 
 def pack_postings(
@@ -271,32 +282,33 @@ def pack_postings(
     tfs: Sequence[int] | NDArray[np.int64],
     lengths: Sequence[int] | NDArray[np.int64],
 ) -> tuple[bytes, bytes, bytes]:
-    """The three columns of a block row."""
-    return (
-        np.asarray(passage_ids, dtype=_PIDS).tobytes(),
-        np.asarray(tfs, dtype=_TFS).tobytes(),
-        np.asarray(lengths, dtype=_LENGTHS).tobytes(),
-    )
+    """The ``(offsets, tfs, lengths)`` columns of one block's postings (all in that block)."""
+    offsets = np.asarray(passage_ids, dtype=np.int64) & ((1 << BLOCK_BITS) - 1)
+    return _u16(offsets), _u16(tfs), _u16(lengths)
 
 
-def unpack_postings(pids: object, tfs: object, lengths: object) -> TermPostings:
+def unpack_postings(block: object, offsets: object, tfs: object, lengths: object) -> TermPostings:
     """A block row's columns as arrays; :class:`ValueError` if they cannot be one block's
-    (not bytes, or of sizes that disagree: a damaged row)."""
-    if not all(isinstance(b, bytes) for b in (pids, tfs, lengths)):
-        raise ValueError("a postings block is not binary")
-    assert isinstance(pids, bytes) and isinstance(tfs, bytes) and isinstance(lengths, bytes)
-    if len(pids) % 8 or len(pids) // 8 != len(tfs) // 4 or len(tfs) != len(lengths) or len(tfs) % 4:
+    (not a block number and bytes, or of sizes that disagree: a damaged row)."""
+    if not (
+        type(block) is int
+        and isinstance(offsets, bytes)
+        and isinstance(tfs, bytes)
+        and isinstance(lengths, bytes)
+    ):
+        raise ValueError("a postings block is damaged")
+    if len(offsets) % 2 or len(offsets) != len(tfs) or len(tfs) != len(lengths):
         raise ValueError("a postings block's columns disagree in length")
     return TermPostings(
-        np.frombuffer(pids, _PIDS).astype(np.int64),
-        np.frombuffer(tfs, _TFS).astype(np.int64),
-        np.frombuffer(lengths, _LENGTHS).astype(np.int64),
+        np.frombuffer(offsets, _U16).astype(np.int64) + (block << BLOCK_BITS),
+        np.frombuffer(tfs, _U16).astype(np.int64),
+        np.frombuffer(lengths, _U16).astype(np.int64),
     )
 
 
 def posting_blocks(rows: Iterable[tuple[str, int, int, int]]) -> list[tuple[str, int, bytes, bytes, bytes]]:
-    """``(term, passage_id, tf, length)`` rows as block rows ``(term, block, pids, tfs, lengths)``,
-    each block's postings in passage-id order."""
+    """``(term, passage_id, tf, length)`` rows as block rows ``(term, block, offsets, tfs,
+    lengths)``, each block's postings in passage-id order."""
     grouped: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
     for term, pid, tf, length in rows:
         grouped.setdefault((term, pid >> BLOCK_BITS), []).append((pid, tf, length))
@@ -317,41 +329,58 @@ def stream_blocks(
         yield term, block, *pack_postings(pids, tfs, lengths)
 
 
-def prune_block(columns: Sequence[object], removed: NDArray[np.int64]) -> tuple[bytes, bytes, bytes] | None:
-    """A block row's ``(pids, tfs, lengths)`` without the postings of ``removed`` passages
-    (None: nothing is left)."""
-    block = unpack_postings(*columns)
-    keep = ~np.isin(block.passage_ids, removed)
+def prune_block(
+    block: int, columns: Sequence[object], removed: NDArray[np.int64]
+) -> tuple[bytes, bytes, bytes] | None:
+    """Block ``block``'s ``(offsets, tfs, lengths)`` without the postings of ``removed``
+    passages (None: nothing is left)."""
+    postings = unpack_postings(block, *columns)
+    keep = ~np.isin(postings.passage_ids, removed)
     if not keep.any():
         return None
-    return pack_postings(block.passage_ids[keep], block.tfs[keep], block.lengths[keep])
+    return pack_postings(postings.passage_ids[keep], postings.tfs[keep], postings.lengths[keep])
 
 
-def gather_postings(
-    blocks: Iterable[tuple[str, TermPostings]], allowed: NDArray[np.int64] | None = None
-) -> tuple[dict[str, int], dict[str, TermPostings]]:
-    """Each term's document frequency over the whole library and its postings (only those of
-    ``allowed`` passages when given), from the term's block rows."""
-    parts: dict[str, list[TermPostings]] = {}
-    for term, block in blocks:
-        parts.setdefault(term, []).append(block)
-    df: dict[str, int] = {}
-    postings: dict[str, TermPostings] = {}
+def gather_postings(rows: Iterable[Sequence[object]]) -> dict[str, TermPostings]:
+    """Each term's postings from its block rows ``(term, block, offsets, tfs, lengths)``, one
+    join and one array conversion per term (a common term has hundreds of blocks at 1,000,000
+    passages); :class:`ValueError` if a row cannot be a block's (a damaged row)."""
+    parts: dict[str, list[tuple[int, bytes, bytes, bytes]]] = {}
+    for row in rows:
+        term, block, offsets, tfs, lengths = row
+        if not (
+            type(term) is str
+            and type(block) is int
+            and isinstance(offsets, bytes)
+            and isinstance(tfs, bytes)
+            and isinstance(lengths, bytes)
+        ):
+            raise ValueError("a postings block is damaged")
+        if len(offsets) % 2 or len(offsets) != len(tfs) or len(tfs) != len(lengths):
+            raise ValueError("a postings block's columns disagree in length")
+        parts.setdefault(term, []).append((block, offsets, tfs, lengths))
+    out: dict[str, TermPostings] = {}
     for term, found in parts.items():
-        joined = found[0]
-        if len(found) > 1:
-            joined = TermPostings(
-                np.concatenate([b.passage_ids for b in found]),
-                np.concatenate([b.tfs for b in found]),
-                np.concatenate([b.lengths for b in found]),
-            )
-        df[term] = len(joined)
-        if allowed is not None:
-            keep = np.isin(joined.passage_ids, allowed)
-            joined = TermPostings(joined.passage_ids[keep], joined.tfs[keep], joined.lengths[keep])
-        if len(joined):
-            postings[term] = joined
-    return df, postings
+        counts = np.fromiter((len(r[1]) // 2 for r in found), np.int64, len(found))
+        firsts = np.fromiter((r[0] for r in found), np.int64, len(found)) << BLOCK_BITS
+        out[term] = TermPostings(
+            np.frombuffer(b"".join(r[1] for r in found), _U16).astype(np.int64) + np.repeat(firsts, counts),
+            np.frombuffer(b"".join(r[2] for r in found), _U16).astype(np.int64),
+            np.frombuffer(b"".join(r[3] for r in found), _U16).astype(np.int64),
+        )
+    return out
+
+
+def restrict_postings(
+    postings: dict[str, TermPostings], allowed: NDArray[np.int64]
+) -> dict[str, TermPostings]:
+    """Only the postings of ``allowed`` passages (terms left with none are left out)."""
+    out: dict[str, TermPostings] = {}
+    for term, p in postings.items():
+        keep = np.isin(p.passage_ids, allowed)
+        if keep.any():
+            out[term] = TermPostings(p.passage_ids[keep], p.tfs[keep], p.lengths[keep])
+    return out
 
 
 __all__ = [
@@ -373,6 +402,7 @@ __all__ = [
     "passage_row_md5",
     "posting_blocks",
     "prune_block",
+    "restrict_postings",
     "stream_blocks",
     "text_md5",
     "top_k",

@@ -75,10 +75,10 @@ from .common import (
     passage_row_md5,
     posting_blocks,
     prune_block,
+    restrict_postings,
     stream_blocks,
     text_md5,
     top_k,
-    unpack_postings,
 )
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ CREATE INDEX IF NOT EXISTS postings_passage ON postings(passage_id);
 CREATE TABLE IF NOT EXISTS term_blocks (
     term TEXT NOT NULL,
     block INTEGER NOT NULL,
-    pids BLOB NOT NULL,
+    offsets BLOB NOT NULL,
     tfs BLOB NOT NULL,
     lengths BLOB NOT NULL,
     PRIMARY KEY (term, block)
@@ -832,7 +832,7 @@ class LocalStore:
                 conn.executemany(
                     "INSERT INTO term_blocks VALUES (?,?,?,?,?) ON CONFLICT (term, block) DO UPDATE SET "
                     # || makes text of two blobs (their bytes, unchanged): cast back to a blob.
-                    "pids = CAST(pids || excluded.pids AS BLOB), tfs = CAST(tfs || excluded.tfs AS BLOB), "
+                    "offsets = CAST(offsets || excluded.offsets AS BLOB), tfs = CAST(tfs || excluded.tfs AS BLOB), "
                     "lengths = CAST(lengths || excluded.lengths AS BLOB)",
                     posting_blocks(new_postings),
                 )
@@ -894,16 +894,16 @@ class LocalStore:
         """Take the postings of the ``gone`` passages out of the ``touched`` block rows."""
         for term, block in sorted(touched):
             row = conn.execute(
-                "SELECT pids, tfs, lengths FROM term_blocks WHERE term=? AND block=?", (term, block)
+                "SELECT offsets, tfs, lengths FROM term_blocks WHERE term=? AND block=?", (term, block)
             ).fetchone()
             if row is None:
                 continue
-            kept = prune_block(row, gone)
+            kept = prune_block(block, row, gone)
             if kept is None:
                 conn.execute("DELETE FROM term_blocks WHERE term=? AND block=?", (term, block))
             else:
                 conn.execute(
-                    "UPDATE term_blocks SET pids=?, tfs=?, lengths=? WHERE term=? AND block=?",
+                    "UPDATE term_blocks SET offsets=?, tfs=?, lengths=? WHERE term=? AND block=?",
                     (*kept, term, block),
                 )
 
@@ -1180,15 +1180,16 @@ class LocalStore:
                     raise self._damaged(library, "holds damaged word statistics")
                 allowed = self._allowed(library, article_ids) if article_ids is not None else None
                 if not terms:
-                    blocks: list[tuple[str, TermPostings]] = []
+                    postings: dict[str, TermPostings] = {}
                 elif conn.execute("SELECT 1 FROM meta WHERE key=?", (_BLOCKS_READY,)).fetchone():
                     marks = ",".join("?" * len(terms))
                     rows = conn.execute(
-                        f"SELECT term, pids, tfs, lengths FROM term_blocks WHERE term IN ({marks})", terms
+                        f"SELECT term, block, offsets, tfs, lengths FROM term_blocks WHERE term IN ({marks})",
+                        terms,
                     ).fetchall()
-                    blocks = [(term, unpack_postings(*cols)) for term, *cols in rows]
+                    postings = gather_postings(rows)
                 else:
-                    blocks = self._legacy_postings(conn, terms)
+                    postings = self._legacy_postings(conn, terms)
             except ValueError as exc:
                 raise self._damaged(library, "holds damaged word statistics") from exc
             finally:
@@ -1196,15 +1197,18 @@ class LocalStore:
         # A damaged page can hand back a row of a term nobody asked for, or postings of passages
         # that are not there (or not of that length): the statistics catch both.
         wanted = set(terms)
-        for term, block in blocks:
-            pids = block.passage_ids
+        for term, p in postings.items():
+            pids = p.passage_ids
             if (
                 term not in wanted
                 or (len(pids) and (pids.min() < 0 or pids.max() >= len(lengths)))
-                or not np.array_equal(lengths[pids], block.lengths)
+                # Blocks keep lengths up to 65,535 (see common._U16).
+                or not np.array_equal(np.minimum(lengths[pids], 2**16 - 1), p.lengths)
             ):
                 raise self._damaged(library, "holds damaged word statistics")
-        df, postings = gather_postings(blocks, allowed)
+        df = {term: len(p) for term, p in postings.items()}
+        if allowed is not None:
+            postings = restrict_postings(postings, allowed)
         return LexicalRows(int(n), (total / n if n else 0.0), df, postings)
 
     def term_counts(self, library: str, terms: Sequence[str]) -> dict[str, int]:
@@ -1216,7 +1220,7 @@ class LocalStore:
         marks = ",".join("?" * len(terms))
         with self._db(library) as conn:
             if conn.execute("SELECT 1 FROM meta WHERE key=?", (_BLOCKS_READY,)).fetchone():
-                sql = f"SELECT term, sum(length(pids)) / 8 FROM term_blocks WHERE term IN ({marks}) GROUP BY term"
+                sql = f"SELECT term, sum(length(offsets)) / 2 FROM term_blocks WHERE term IN ({marks}) GROUP BY term"
             else:
                 sql = f"SELECT term, count(*) FROM postings WHERE term IN ({marks}) GROUP BY term"
             rows = conn.execute(sql, terms).fetchall()
@@ -1225,7 +1229,7 @@ class LocalStore:
         return {t: n for t, n in rows if n}
 
     @staticmethod
-    def _legacy_postings(conn: sqlite3.Connection, terms: list[str]) -> list[tuple[str, TermPostings]]:
+    def _legacy_postings(conn: sqlite3.Connection, terms: list[str]) -> dict[str, TermPostings]:
         """The postings of ``terms`` from the postings table: a read-only library made before
         ``term_blocks`` existed (a writable open fills that table)."""
         rows = conn.execute(
@@ -1238,10 +1242,10 @@ class LocalStore:
             if not all(type(v) is int for v in (pid, tf, length)):
                 raise ValueError("a posting is damaged")
             by_term.setdefault(term, []).append((pid, tf, length))
-        return [
-            (term, TermPostings(*(np.asarray(c, dtype=np.int64) for c in zip(*found, strict=True))))
+        return {
+            term: TermPostings(*(np.asarray(c, dtype=np.int64) for c in zip(*found, strict=True)))
             for term, found in by_term.items()
-        ]
+        }
 
     def _passage_stats(
         self, conn: sqlite3.Connection, library: str

@@ -33,7 +33,6 @@ from .. import (
     PassageEvidence,
     Record,
     SentenceRow,
-    TermPostings,
     check_library_name,
 )
 from ..common import (
@@ -53,8 +52,8 @@ from ..common import (
     passage_row_md5,
     posting_blocks,
     prune_block,
+    restrict_postings,
     top_k,
-    unpack_postings,
 )
 from .migrations import Migration, apply_migrations, load_migrations
 from .pool import Pool, first_line, is_disconnect, psycopg_module
@@ -449,18 +448,18 @@ class PostgresStore:
         removed = np.unique(np.asarray([pid for _, pid in found], dtype=np.int64))
         touched = sorted({(term, pid >> BLOCK_BITS) for term, pid in found})
         rows = conn.execute(
-            "SELECT term, block, pids, tfs, lengths FROM term_blocks WHERE library_id = %s "
+            "SELECT term, block, offsets, tfs, lengths FROM term_blocks WHERE library_id = %s "
             "AND (term, block) IN (SELECT * FROM unnest(%s::text[], %s::int8[]))",
             (library_id, [t for t, _ in touched], [b for _, b in touched]),
         ).fetchall()
         with conn.cursor() as cur:
-            kept = [(term, block, prune_block(cols, removed)) for term, block, *cols in rows]
+            kept = [(term, block, prune_block(block, cols, removed)) for term, block, *cols in rows]
             cur.executemany(
                 "DELETE FROM term_blocks WHERE library_id = %s AND term = %s AND block = %s",
                 [(library_id, term, block) for term, block, k in kept if k is None],
             )
             cur.executemany(
-                "UPDATE term_blocks SET pids = %s, tfs = %s, lengths = %s "
+                "UPDATE term_blocks SET offsets = %s, tfs = %s, lengths = %s "
                 "WHERE library_id = %s AND term = %s AND block = %s",
                 [(*k, library_id, term, block) for term, block, k in kept if k is not None],
             )
@@ -547,20 +546,20 @@ class PostgresStore:
             # The new postings join their terms' blocks (new ids: mostly each term's last block),
             # staged by COPY and merged in one statement.
             cur.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS new_blocks (term text, block int8, pids bytea, tfs bytea, "
+                "CREATE TEMP TABLE IF NOT EXISTS new_blocks (term text, block int8, offsets bytea, tfs bytea, "
                 "lengths bytea) ON COMMIT DELETE ROWS"
             )
             cur.execute("TRUNCATE new_blocks")
             _copy(
                 cur,
-                "new_blocks (term, block, pids, tfs, lengths)",
+                "new_blocks (term, block, offsets, tfs, lengths)",
                 ["text", "int8", "bytea", "bytea", "bytea"],
                 posting_blocks(row[1:] for row in posting_rows),
             )
             cur.execute(
-                "INSERT INTO term_blocks (library_id, term, block, pids, tfs, lengths) "
-                "SELECT %s, term, block, pids, tfs, lengths FROM new_blocks "
-                "ON CONFLICT (library_id, term, block) DO UPDATE SET pids = term_blocks.pids || excluded.pids, "
+                "INSERT INTO term_blocks (library_id, term, block, offsets, tfs, lengths) "
+                "SELECT %s, term, block, offsets, tfs, lengths FROM new_blocks "
+                "ON CONFLICT (library_id, term, block) DO UPDATE SET offsets = term_blocks.offsets || excluded.offsets, "
                 "tfs = term_blocks.tfs || excluded.tfs, lengths = term_blocks.lengths || excluded.lengths",
                 (lib.id,),
             )
@@ -898,7 +897,7 @@ class PostgresStore:
             rows: list[Any] = []
             if terms:
                 rows = conn.execute(
-                    "SELECT term, pids, tfs, lengths FROM term_blocks WHERE library_id = %s AND term = ANY(%s)",
+                    "SELECT term, block, offsets, tfs, lengths FROM term_blocks WHERE library_id = %s AND term = ANY(%s)",
                     (lib.id, terms),
                 ).fetchall()
             allowed = None
@@ -910,10 +909,10 @@ class PostgresStore:
             return n, total, rows, allowed
 
         n, total, rows, allowed = self._run(run)
-        blocks: list[tuple[str, TermPostings]] = [(term, unpack_postings(*cols)) for term, *cols in rows]
-        df, postings = gather_postings(
-            blocks, None if allowed is None else np.asarray([r[0] for r in allowed], dtype=np.int64)
-        )
+        postings = gather_postings(rows)
+        df = {term: len(p) for term, p in postings.items()}
+        if allowed is not None:
+            postings = restrict_postings(postings, np.asarray([r[0] for r in allowed], dtype=np.int64))
         return LexicalRows(int(n), (total / n if n else 0.0), df, postings)
 
     def term_counts(self, library: str, terms: Sequence[str]) -> dict[str, int]:
@@ -926,7 +925,7 @@ class PostgresStore:
         def run(conn: psycopg.Connection[Any]) -> list[Any]:
             lib = self._lib(conn, library)
             return conn.execute(
-                "SELECT term, sum(octet_length(pids)) / 8 FROM term_blocks WHERE library_id = %s "
+                "SELECT term, sum(octet_length(offsets)) / 2 FROM term_blocks WHERE library_id = %s "
                 "AND term = ANY(%s) GROUP BY term",
                 (lib.id, terms),
             ).fetchall()
