@@ -287,25 +287,6 @@ def pack_postings(
     return _u16(offsets), _u16(tfs), _u16(lengths)
 
 
-def unpack_postings(block: object, offsets: object, tfs: object, lengths: object) -> TermPostings:
-    """A block row's columns as arrays; :class:`ValueError` if they cannot be one block's
-    (not a block number and bytes, or of sizes that disagree: a damaged row)."""
-    if not (
-        type(block) is int
-        and isinstance(offsets, bytes)
-        and isinstance(tfs, bytes)
-        and isinstance(lengths, bytes)
-    ):
-        raise ValueError("a postings block is damaged")
-    if len(offsets) % 2 or len(offsets) != len(tfs) or len(tfs) != len(lengths):
-        raise ValueError("a postings block's columns disagree in length")
-    return TermPostings(
-        np.frombuffer(offsets, _U16).astype(np.int64) + (block << BLOCK_BITS),
-        np.frombuffer(tfs, _U16).astype(np.int64),
-        np.frombuffer(lengths, _U16).astype(np.int64),
-    )
-
-
 def posting_blocks(rows: Iterable[tuple[str, int, int, int]]) -> list[tuple[str, int, bytes, bytes, bytes]]:
     """``(term, passage_id, tf, length)`` rows as block rows ``(term, block, offsets, tfs,
     lengths)``, each block's postings in passage-id order."""
@@ -334,7 +315,7 @@ def prune_block(
 ) -> tuple[bytes, bytes, bytes] | None:
     """Block ``block``'s ``(offsets, tfs, lengths)`` without the postings of ``removed``
     passages (None: nothing is left)."""
-    postings = unpack_postings(block, *columns)
+    (postings,) = gather_postings([("", block, *columns)]).values()
     keep = ~np.isin(postings.passage_ids, removed)
     if not keep.any():
         return None
@@ -406,5 +387,4 @@ __all__ = [
     "stream_blocks",
     "text_md5",
     "top_k",
-    "unpack_postings",
 ]
