@@ -955,7 +955,7 @@ def _restore_repeated_code(html: str, blocks: list[Block]) -> list[Block]:
     among the page's ``<pre>`` blocks; the page's next blocks that repeat it that way follow it
     again, unless the extraction has them as its next code block (it kept them).
     """
-    if sum(b.kind == CODE for b in blocks) == 0:
+    if not any(b.kind == CODE for b in blocks):
         return blocks
     source = _source_code(html)
     out: list[Block] = []

@@ -142,7 +142,7 @@ class BM25:
             ids, slot = np.unique(pids, return_inverse=True)
             scores = np.bincount(slot, weights=contributions, minlength=len(ids))
             coverage = np.bincount(slot, weights=weights, minlength=len(ids)) / total
-        return LexicalEvidence(ids, scores.astype(np.float64), coverage, idf)
+        return LexicalEvidence(ids, np.asarray(scores, dtype=np.float64), coverage, idf)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

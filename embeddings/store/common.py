@@ -270,11 +270,12 @@ PostgreSQL's ``int4send`` writes them, so SQL builds blocks too (its migration d
 passage is cut to the model's window, so its length and its term frequencies stay far below
 65,535; a larger count (no model's window is that long) is stored as 65,535."""
 
-_MAX_U16 = 2**16 - 1
+MAX_BLOCK_COUNT = 2**16 - 1
+"""The largest term frequency or passage length a block holds (larger ones are stored as it)."""
 
 
 def _u16(values: Sequence[int] | NDArray[np.int64]) -> bytes:
-    return np.minimum(np.asarray(values, dtype=np.int64), _MAX_U16).astype(_U16).tobytes()
+    return np.minimum(np.asarray(values, dtype=np.int64), MAX_BLOCK_COUNT).astype(_U16).tobytes()
 
 
 def pack_postings(
@@ -290,21 +291,14 @@ def pack_postings(
 def posting_blocks(rows: Iterable[tuple[str, int, int, int]]) -> list[tuple[str, int, bytes, bytes, bytes]]:
     """``(term, passage_id, tf, length)`` rows as block rows ``(term, block, offsets, tfs,
     lengths)``, each block's postings in passage-id order."""
-    grouped: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
-    for term, pid, tf, length in rows:
-        grouped.setdefault((term, pid >> BLOCK_BITS), []).append((pid, tf, length))
-    out = []
-    for (term, block), postings in grouped.items():
-        postings.sort()
-        out.append((term, block, *pack_postings(*zip(*postings, strict=True))))
-    return out
+    return list(stream_blocks(sorted(rows)))
 
 
 def stream_blocks(
     rows: Iterable[tuple[str, int, int, int]],
 ) -> Iterator[tuple[str, int, bytes, bytes, bytes]]:
-    """Like :func:`posting_blocks` for rows already ordered by term and passage id, holding one
-    block at a time (a whole library's postings can be more than memory holds)."""
+    """Block rows of ``(term, passage_id, tf, length)`` rows already ordered by term and passage id,
+    holding one block at a time (a whole library's postings can be more than memory holds)."""
     for (term, block), group in itertools.groupby(rows, key=lambda r: (r[0], r[1] >> BLOCK_BITS)):
         _, pids, tfs, lengths = zip(*group, strict=True)
         yield term, block, *pack_postings(pids, tfs, lengths)
@@ -366,6 +360,7 @@ def restrict_postings(
 
 __all__ = [
     "BLOCK_BITS",
+    "MAX_BLOCK_COUNT",
     "PASSAGE_COLUMNS",
     "PASSAGE_WIDTH",
     "article_from_row",

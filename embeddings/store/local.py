@@ -60,6 +60,7 @@ from . import (
 )
 from .common import (
     BLOCK_BITS,
+    MAX_BLOCK_COUNT,
     PASSAGE_COLUMNS,
     article_from_row,
     gather_postings,
@@ -1202,8 +1203,7 @@ class LocalStore:
             if (
                 term not in wanted
                 or (len(pids) and (pids.min() < 0 or pids.max() >= len(lengths)))
-                # Blocks keep lengths up to 65,535 (see common._U16).
-                or not np.array_equal(np.minimum(lengths[pids], 2**16 - 1), p.lengths)
+                or not np.array_equal(np.minimum(lengths[pids], MAX_BLOCK_COUNT), p.lengths)
             ):
                 raise self._damaged(library, "holds damaged word statistics")
         df = {term: len(p) for term, p in postings.items()}
