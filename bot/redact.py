@@ -65,12 +65,34 @@ class Redactor:
         )
 
     def __call__(self, text: str) -> str:
-        """``text`` with every secret masked."""
+        """``text`` with every secret masked.
+
+        Every span to mask is found in the original text first, known secrets and passwords in
+        URLs or keyword strings alike, and then masked together: masking one kind first could
+        hide what finds the other (a known secret that is the word "password" would unmask the
+        keyword's value).
+        """
+        spans: list[tuple[int, int]] = []
         for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        text = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
-        return _KEYWORD_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
+            at = text.find(secret)
+            while at != -1:
+                spans.append((at, at + len(secret)))
+                at = text.find(secret, at + 1)
+        for pattern in (_URL_PASSWORD, _KEYWORD_PASSWORD):
+            spans.extend(m.span("pw") for m in pattern.finditer(text))
+        if not spans:
+            return text
+        out: list[str] = []
+        done = 0
+        for start, end in sorted(spans):
+            if end <= done:
+                continue
+            if start >= done:
+                out.append(text[done:start])
+                out.append(MASK)
+            done = end
+        out.append(text[done:])
+        return "".join(out)
 
 
 class RedactingStream:
