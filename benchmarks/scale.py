@@ -334,7 +334,8 @@ def pg_server(args: argparse.Namespace) -> Iterator[tuple[str, Any]]:
     import pgserver
     import psycopg
 
-    folder = Path(tempfile.mkdtemp(prefix="scale-pg-", dir=args.work_dir))
+    keep: Path | None = getattr(args, "keep", None)
+    folder = keep or Path(tempfile.mkdtemp(prefix="scale-pg-", dir=args.work_dir))
     server = pgserver.get_server(folder / "pgdata", cleanup_mode=None)
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
         # What a DBA would set on a host for this: buffers for the index, and enough
@@ -350,7 +351,8 @@ def pg_server(args: argparse.Namespace) -> Iterator[tuple[str, Any]]:
     finally:
         with contextlib.suppress(Exception):
             pgserver.pg_ctl(["-w", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=120)
-        shutil.rmtree(folder, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def server_memory_mb(server: Any) -> float | None:

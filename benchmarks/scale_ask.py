@@ -265,6 +265,12 @@ def main() -> None:
     parser.add_argument("--pg-shared-buffers", default="4GB")
     parser.add_argument("--pg-maintenance-mem", default="4GB")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="PostgreSQL only: keep the server's data here, and reuse a library built there "
+        "before (a 1M build takes hours; its questions can then be timed again)",
+    )
     args = parser.parse_args()
 
     settings = Settings.load(env_file=None)
@@ -306,7 +312,14 @@ def main() -> None:
             with pg_server(args) as (dsn, server):
                 store = PostgresStore(dsn, index_threshold=1)
                 library = Library(store, encoder, LIBRARY)
-                seconds = build(store, library, args, pool, vectors, 20_000, bulk=True)
+                built = args.keep / f"built-{args.n}.json" if args.keep else None
+                if built is not None and built.exists():
+                    seconds = json.loads(built.read_text())["build_s"]
+                    log(f"{LIBRARY}: reusing the library built in {args.keep}")
+                else:
+                    seconds = build(store, library, args, pool, vectors, 20_000, bulk=True)
+                    if built is not None:
+                        built.write_text(json.dumps({"build_s": seconds}))
                 import psycopg
 
                 with psycopg.connect(dsn, autocommit=True) as conn:
