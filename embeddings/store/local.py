@@ -818,8 +818,14 @@ class LocalStore:
                     conn.execute("DELETE FROM articles WHERE id=?", (article_id,))
                 gone = np.asarray(removed, dtype=np.int64)
                 self._prune_blocks(conn, touched, gone)
-                keep = ~np.isin(current.ids, gone)
-                keep_s = ~np.isin(current.sentence_passages, gone)
+                # Indexing by a mask copies the arrays; a write that removes nothing (most
+                # ingests) takes them whole, so it holds the vectors twice (old and new) and not
+                # three times: at 1,000,000 passages, 16 GB instead of 24.
+                keep: slice | NDArray[np.bool_] = slice(None)
+                keep_s: slice | NDArray[np.bool_] = slice(None)
+                if len(gone):
+                    keep = ~np.isin(current.ids, gone)
+                    keep_s = ~np.isin(current.sentence_passages, gone)
                 new_ids: list[int] = []
                 new_sids: list[int] = []
                 new_spids: list[int] = []
