@@ -374,7 +374,10 @@ def test_late_chunking_pools_sentences_from_the_passage_pass(model, tmp_path: Pa
     texts = ["Cats sleep a lot. Dogs bark at night.", "Paris is the capital of France."]
     spans = [[(0, 17), (18, 37)], [(0, 31)]]
     passages, sentences = model.encode_spans(texts, spans)
-    assert np.allclose(passages, model.encode(texts), atol=1e-5)
+    # The same vectors up to float rounding: the model pools in torch, this in numpy, and how far
+    # their float results differ depends on the CPU's kernels (up to 4e-4 a component on one).
+    cosines = np.sum(passages * model.encode(texts), axis=1)
+    assert np.all(cosines > 0.9999), cosines
     assert [s.shape for s in sentences] == [(2, model.dim), (1, model.dim)]
     assert np.allclose(np.linalg.norm(sentences[0], axis=1), 1.0, atol=1e-5)
     # A sentence that is its whole text is pooled from the same tokens as the text (minus the
