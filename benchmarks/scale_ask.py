@@ -163,7 +163,8 @@ def questions(limit: int, warmup: int = 0) -> tuple[list[str], list[str]]:
     ]
     texts = [str(r["question"]) for r in rows]
     timed = texts[:: max(1, len(texts) // limit)][:limit]
-    others = [t for t in dict.fromkeys(texts) if t not in set(timed)]
+    chosen = set(timed)
+    others = [t for t in dict.fromkeys(texts) if t not in chosen]
     return timed, others[:: max(1, len(others) // warmup)][:warmup] if warmup else []
 
 
