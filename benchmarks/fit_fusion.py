@@ -1,12 +1,17 @@
 """Fit the reranker's weights and the confidence curve on SQuAD-dev, the way the defaults were made.
 
-    python benchmarks/fit_fusion.py [--data ../shared/eval/squad-dev] [--work DIR]
+    python benchmarks/fit_fusion.py [--data ../shared/eval/squad-dev] [--work DIR] [--keep-weights]
 
-1. Builds a library of all articles, asks every question through the real retriever, and keeps
-   each candidate's features.
-2. Fits the stage-1 and stage-2 linear weights by listwise softmax (the gold paragraph's passages
-   against the other candidates) on the questions of the even-numbered articles, and reports
-   Recall@1/5 and MRR@10 on the odd-numbered ones (held out) and on all.
+The library is built the way the settings say (``CITEBOT_SENTENCE_VECTORS``); each way of making
+sentence vectors has its own confidence curve in ``embeddings/search.py``, while the ranking
+weights are shared (refitting them for late chunking moved R@1 by 0.002; see the README).
+
+1. (Not with ``--keep-weights``.) Builds a library of all articles, asks every question through
+   the real retriever, and keeps each candidate's features.
+2. (Not with ``--keep-weights``.) Fits the stage-1 and stage-2 linear weights by listwise softmax
+   (the gold paragraph's passages against the other candidates) on the questions of the
+   even-numbered articles, and reports Recall@1/5 and MRR@10 on the odd-numbered ones (held out)
+   and on all.
 3. Builds a library of the even-numbered articles only, asks every question, and fits a logistic
    curve on the final score: questions about articles in that library against questions about
    the others. The threshold is the 5th percentile of in-library confidence on half of those
@@ -122,6 +127,12 @@ def main() -> None:
     )
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "eval" / "squad-dev")
     parser.add_argument("--work", type=Path, default=Path("/tmp/citebot-fit"), help="index cache")
+    parser.add_argument(
+        "--keep-weights",
+        action="store_true",
+        help="fit only the confidence curve, with the current ranking weights (for example for "
+        "CITEBOT_SENTENCE_VECTORS=separate, whose ranking the late-chunking weights serve)",
+    )
     args = parser.parse_args()
     quiet_model_loading()
     settings = Settings.load(env_file=None)
@@ -132,45 +143,55 @@ def main() -> None:
     train_articles = {a["id"] for a in inside_articles}
 
     full = make_library(settings, store, encoder, "fit-all")
-    full.ingest(documents(data.articles, str(args.data)))
-    record_of = {a.id: a.key.removeprefix("eval:") for a in full.articles()}
-    rows = collect(full, data.questions, record_of)
-
-    def lists(key: str, subset: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        out = []
-        for r in rows:
-            if subset == "train" and r["article"] not in train_articles:
-                continue
-            if subset == "test" and r["article"] in train_articles:
-                continue
-            y = r["gold"] if key == "s1" else r["gold"][r["reranked"]]
-            out.append((r[key], y.astype(np.float64)))
-        return out
-
-    w1 = fit_listwise(lists("s1", "train"))
-    w2 = fit_listwise(lists("s2", "train"))
     current = full.config
-    print("stage 1 weights", np.round(w1, 2), "(current", current.stage1_weights, ")")
-    print("stage 2 weights", np.round(w2, 2), "(current", current.weights, ")")
-    for name, subset in (("held-out half", "test"), ("training half", "train"), ("all", "all")):
-        print(
-            f"stage 2 on {name}: R@1 {{:.3f}} R@5 {{:.3f}} MRR@10 {{:.3f}}".format(
-                *rank_metrics(lists("s2", subset), w2)
+    if args.keep_weights:
+        config = current
+    else:
+        full.ingest(documents(data.articles, str(args.data)))
+        record_of = {a.id: a.key.removeprefix("eval:") for a in full.articles()}
+        rows = collect(full, data.questions, record_of)
+
+        def lists(key: str, subset: str) -> list[tuple[np.ndarray, np.ndarray]]:
+            out = []
+            for r in rows:
+                if subset == "train" and r["article"] not in train_articles:
+                    continue
+                if subset == "test" and r["article"] in train_articles:
+                    continue
+                y = r["gold"] if key == "s1" else r["gold"][r["reranked"]]
+                out.append((r[key], y.astype(np.float64)))
+            return out
+
+        w1 = fit_listwise(lists("s1", "train"))
+        w2 = fit_listwise(lists("s2", "train"))
+        print("stage 1 weights", np.round(w1, 2), "(current", current.stage1_weights, ")")
+        print("stage 2 weights", np.round(w2, 2), "(current", current.weights, ")")
+        for name, subset in (("held-out half", "test"), ("training half", "train"), ("all", "all")):
+            print(
+                f"stage 2 on {name}: R@1 {{:.3f}} R@5 {{:.3f}} MRR@10 {{:.3f}}".format(
+                    *rank_metrics(lists("s2", subset), w2)
+                )
             )
-        )
-        print(
-            "  (current weights: R@1 {:.3f} R@5 {:.3f} MRR@10 {:.3f})".format(
-                *rank_metrics(lists("s2", subset), np.array(current.weights))
+            print(
+                "  (current weights: R@1 {:.3f} R@5 {:.3f} MRR@10 {:.3f})".format(
+                    *rank_metrics(lists("s2", subset), np.array(current.weights))
+                )
             )
+        config = replace(
+            current,
+            stage1_weights=tuple(round(float(v), 2) for v in w1),
+            weights=tuple(round(float(v), 2) for v in w2),
         )
 
     # Confidence: a library of the training half; in-library vs out-of-library questions.
-    config = replace(
-        current,
-        stage1_weights=tuple(round(float(v), 2) for v in w1),
-        weights=tuple(round(float(v), 2) for v in w2),
+    half = Library(
+        store,
+        encoder,
+        "fit-half",
+        chunk=full.chunk,
+        search=config,
+        sentence_vectors=full.spec.sentence_vectors,
     )
-    half = Library(store, encoder, "fit-half", chunk=full.chunk, search=config)
     half.ingest(documents(inside_articles, str(args.data)))
     feats, inside = [], []
     texts = [" ".join(str(q["question"]).split()) for q in data.questions]
@@ -195,7 +216,7 @@ def main() -> None:
         f"in-library declined {np.mean(conf[check & (y == 1)] < threshold):.3f}, "
         f"AUROC {auroc(conf[check & (y == 1)].tolist(), conf[check & (y == 0)].tolist()):.3f}"
     )
-    print("\nSearchConfig(")
+    print(f"\nSearchConfig(  # sentence vectors {full.spec.sentence_vectors}")
     print(f"    stage1_weights={config.stage1_weights},")
     print(f"    weights={config.weights},")
     print(f"    confidence_center={center:.2f},\n    confidence_scale={scale:.2f},")

@@ -16,6 +16,7 @@ from typing import Any
 
 from embeddings.errors import InputError
 from embeddings.library import DEFAULT_MAX_ARTICLE_CHARS
+from embeddings.search import SENTENCE_VECTORS
 from embeddings.store import check_library_name
 
 from .redact import secrets_in
@@ -237,7 +238,7 @@ class Settings:
     chunk_tokens: int | None = _setting("CITEBOT_CHUNK_TOKENS", _opt(_int("CITEBOT_CHUNK_TOKENS", 8)), None)
     chunk_overlap: int = _setting("CITEBOT_CHUNK_OVERLAP", _int("CITEBOT_CHUNK_OVERLAP", 0), 1)
     sentence_vectors: str = _setting(
-        "CITEBOT_SENTENCE_VECTORS", _choice("CITEBOT_SENTENCE_VECTORS", ("separate", "late")), "separate"
+        "CITEBOT_SENTENCE_VECTORS", _choice("CITEBOT_SENTENCE_VECTORS", SENTENCE_VECTORS), "late"
     )
     abstain_threshold: float | None = _setting(
         "CITEBOT_ABSTAIN_THRESHOLD", _opt(_float("CITEBOT_ABSTAIN_THRESHOLD")), None

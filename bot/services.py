@@ -17,7 +17,6 @@ from embeddings import (
     Library,
     LocalStore,
     Reranker,
-    SearchConfig,
     SentenceTransformerEncoder,
     Store,
     community,
@@ -73,14 +72,6 @@ def make_postgres_store(settings: Settings) -> Store:
     return PostgresStore(settings.database_url)
 
 
-def search_config(settings: Settings) -> SearchConfig:
-    """Search settings with any overrides from the environment."""
-    config = SearchConfig()
-    if settings.abstain_threshold is not None:
-        config = replace(config, abstain_threshold=settings.abstain_threshold)
-    return config
-
-
 def make_reranker(settings: Settings) -> Reranker | None:
     """The configured cross-encoder (loaded once per process), or None for the built-in only."""
     if not settings.cross_encoder:
@@ -132,12 +123,12 @@ def make_library(
         encoder,
         name or settings.library,
         chunk=ChunkSpec(max_tokens=tokens, overlap=settings.chunk_overlap),
-        search=search_config(settings),
         reranker=reranker,
         write_timeout=write_timeout,
         max_article_chars=settings.max_article_chars,
         server_defaults=server_defaults(settings),
-        late_chunking=settings.sentence_vectors == "late",
+        sentence_vectors=settings.sentence_vectors,
+        abstain_threshold=settings.abstain_threshold,
     )
 
 

@@ -27,7 +27,7 @@ from .ingest import Ingester
 from .lexical import BM25, Analyzer
 from .library import MAX_QUESTION_CHARS, Library, clean_question
 from .records import AnswerRecord, RecordedAnswer, list_votes
-from .search import Reranker, SearchConfig
+from .search import Reranker, SearchConfig, fitted_config
 from .sentences import split_sentences
 from .store import ArticleWrite, Feedback, IndexSpec, Store
 from .store.local import LocalStore
@@ -100,6 +100,7 @@ __all__ = [
     "clean_article",
     "clean_question",
     "expand_paths",
+    "fitted_config",
     "list_votes",
     "load_bytes",
     "load_file",

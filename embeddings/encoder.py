@@ -429,6 +429,17 @@ class LazyEncoder:
         """Embed ``texts`` (loads the model)."""
         return self.loaded.encode(texts, kind=kind, progress=progress)
 
+    def encode_spans(
+        self,
+        texts: Sequence[str],
+        spans: Sequence[Sequence[tuple[int, int]]],
+        *,
+        progress: Progress | None = None,
+    ) -> tuple[NDArray[np.float32], list[NDArray[np.float32]]]:
+        """Texts and spans of them in one pass (loads the model; see
+        :meth:`SentenceTransformerEncoder.encode_spans`)."""
+        return self.loaded.encode_spans(texts, spans, progress=progress)  # type: ignore[attr-defined,no-any-return]
+
 
 class HashEncoder:
     """A tiny deterministic bag-of-words encoder for tests and demos; no model, no torch.

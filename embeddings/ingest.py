@@ -118,11 +118,12 @@ class Ingester:
         chunk: ChunkSpec,
         analyzer: Analyzer,
         max_article_chars: int | None = None,
-        late_chunking: bool = False,
     ) -> None:
         self.max_article_chars = max_article_chars
-        # Sentence vectors pooled from their passage's forward pass instead of one pass each.
-        self.late_chunking = late_chunking and hasattr(encoder, "encode_spans")
+        # Sentence vectors pooled from their passage's forward pass instead of one pass each,
+        # when the library was made that way; an encoder that cannot pool spans (a custom one
+        # opened on such a library) embeds each sentence on its own rather than fail.
+        self.late_chunking = spec.sentence_vectors == "late" and hasattr(encoder, "encode_spans")
         self.store = store
         self.encoder = encoder
         self.library = library

@@ -32,7 +32,7 @@ from .errors import CitebotError, EmptyLibraryError, IndexMismatchError, InputEr
 from .ingest import SHORT_ID, Ingester, ProgressFn, UrlLoader
 from .lexical import Analyzer
 from .records import ANSWER_KIND, VOTE_KIND, AnswerRecord, RecordedAnswer
-from .search import Candidate, Reranker, Retriever, SearchConfig
+from .search import SENTENCE_VECTORS, Candidate, Reranker, Retriever, SearchConfig, fitted_config
 from .store import Feedback, IndexSpec, Record, Store, check_library_name
 from .summarize import SUMMARIZER_VERSION, make_summary, spans_from_json, spans_to_json, summarize_document
 from .types import Answer, ArticleInfo, Document, Hit, IngestReport, IngestResult, Summary
@@ -138,9 +138,19 @@ class Library:
         write_timeout: float = 0.0,
         max_article_chars: int | None = DEFAULT_MAX_ARTICLE_CHARS,
         server_defaults: ServerSettings = community.DEFAULTS,
-        late_chunking: bool = False,
+        sentence_vectors: str = "late",
+        abstain_threshold: float | None = None,
     ) -> None:
-        self.late_chunking = late_chunking
+        if sentence_vectors not in SENTENCE_VECTORS:
+            raise InputError(
+                f"Sentence vectors {sentence_vectors!r} are not a choice: use one of {', '.join(SENTENCE_VECTORS)}."
+            )
+        if sentence_vectors == "late" and not hasattr(encoder, "encode_spans"):
+            sentence_vectors = "separate"  # an encoder that cannot pool spans of one pass
+        # What a library created or rebuilt by this view gets; an existing library keeps its own.
+        self.sentence_vectors = sentence_vectors
+        self._search = search
+        self._abstain_threshold = abstain_threshold
         self.max_article_chars = max_article_chars
         self.server_defaults = server_defaults
         self._state: tuple[float, ServerSettings, community.PinIndex] | None = None
@@ -155,15 +165,16 @@ class Library:
                 f"({encoder.max_tokens} word pieces); passages would be truncated."
             )
         self.analyzer = analyzer or Analyzer()
-        self.config = search or SearchConfig()
-        self.retriever = Retriever(store, encoder, self.analyzer, self.config, reranker=reranker)
         self.spec = IndexSpec(
             model=encoder.name,
             dim=encoder.dim,
             max_tokens=self.chunk.max_tokens,
             overlap=self.chunk.overlap,
             analyzer=self.analyzer.name,
+            sentence_vectors=sentence_vectors,
         )
+        self.config = self._config_for(sentence_vectors)
+        self.retriever = Retriever(store, encoder, self.analyzer, self.config, reranker=reranker)
         self.write_timeout = write_timeout
         # Threads of one process (the bot) take turns writing; other processes meet the
         # store's file lock.
@@ -176,15 +187,33 @@ class Library:
         """True once the library has been created in the store."""
         return self.store.spec(self.name) is not None
 
+    @property
+    def late_chunking(self) -> bool:
+        """True when the library's sentence vectors come from their passage's forward pass."""
+        return self.spec.sentence_vectors == "late"
+
+    def _config_for(self, sentence_vectors: str) -> SearchConfig:
+        """The search settings for a library whose sentence vectors were made this way: the
+        given ones, else those fitted for the kind (the confidence curve depends on it)."""
+        config = self._search or fitted_config(sentence_vectors)
+        if self._abstain_threshold is not None:
+            config = replace(config, abstain_threshold=self._abstain_threshold)
+        return config
+
     def _check(self) -> None:
-        """Refuse to read a library built with another model or chunking (read once per object)."""
+        """Refuse to read a library built with another model or chunking (read once per object),
+        and follow the way its sentence vectors were made."""
         if self._checked:
             return
         existing = self.store.spec(self.name)
         if existing is None:
             raise EmptyLibraryError(self.name)
+        differences = existing.same_index(self.spec)
+        if differences:
+            raise IndexMismatchError(self.name, differences)
         if existing != self.spec:
-            raise IndexMismatchError(self.name, existing.differences(self.spec))
+            self.spec = existing
+            self.config = self.retriever.config = self._config_for(existing.sentence_vectors)
         self._checked = True
 
     def articles(self) -> list[ArticleInfo]:
@@ -301,22 +330,26 @@ class Library:
         the one it was working on.
         """
         with self._write_lock, self.store.writer(self.name, self.write_timeout):
-            self.store.create(self.name, self.spec)
+            if self.store.spec(self.name) is None:
+                self.store.create(self.name, self._configured_spec())
             self._checked = False
             self._check()
             report = self._ingester().ingest(items, progress=progress, batch_passages=batch_passages)
             return replace(report, dropped_pins=self._refresh_pins())
 
-    def _ingester(self) -> Ingester:
+    def _configured_spec(self) -> IndexSpec:
+        """The spec of a library this view creates or rebuilds."""
+        return replace(self.spec, sentence_vectors=self.sentence_vectors)
+
+    def _ingester(self, spec: IndexSpec | None = None) -> Ingester:
         return Ingester(
             self.store,
             self.encoder,
             self.name,
-            self.spec,
+            spec or self.spec,
             self.chunk,
             self.analyzer,
             self.max_article_chars,
-            late_chunking=self.late_chunking,
         )
 
     def forget(self, ref: str) -> ArticleInfo:
@@ -342,16 +375,17 @@ class Library:
     def rebuild(self, progress: ProgressFn | None = None) -> IngestReport:
         """Re-chunk and re-embed every stored article with the current model and settings.
 
-        For a change of model or chunk size, or a damaged vectors file: the cleaned texts in
-        the store are the source, so no original file is needed. Nothing is written until every
-        article is embedded, and then the library is swapped in one atomic step, so an
-        interrupted rebuild leaves the old library as it was.
+        For a change of model, chunk size or way of making sentence vectors, or a damaged
+        vectors file: the cleaned texts in the store are the source, so no original file is
+        needed. Nothing is written until every article is embedded, and then the library is
+        swapped in one atomic step, so an interrupted rebuild leaves the old library as it was.
         """
         if self.store.spec(self.name) is None:
             raise EmptyLibraryError(self.name)
         with self._write_lock, self.store.writer(self.name, self.write_timeout):
-            writes = self._ingester().rebuild(progress)
-            self.store.reset(self.name, self.spec, writes)
+            spec = self._configured_spec()
+            writes = self._ingester(spec).rebuild(progress)
+            self.store.reset(self.name, spec, writes)
             self._checked = False
             dropped = self._refresh_pins()
         return IngestReport(

@@ -54,7 +54,8 @@ class SearchConfig:
     (see :mod:`embeddings.answer`). ``abstain_threshold`` is the confidence below which the
     answer is "not in the library".
     ``highlight_coverage`` weighs term coverage against cosine when picking the sentence to
-    highlight.
+    highlight. The confidence defaults below are those of sentence vectors made one pass each;
+    :func:`fitted_config` gives each kind's own, and is what a :class:`~embeddings.Library` uses.
     """
 
     candidates: int = 50
@@ -68,6 +69,33 @@ class SearchConfig:
     dense_confidence: tuple[float, float, float] = (12.92, 6.70, -9.33)
     abstain_threshold: float = 0.61
     highlight_coverage: float = 1.0
+
+
+SENTENCE_VECTORS = ("late", "separate")
+"""Ways of making sentence vectors: pooled from the passage's own forward pass, or one pass
+each (:class:`embeddings.store.IndexSpec`)."""
+
+# The ranking weights are shared: refitted on late-chunked libraries they moved R@1 by 0.002.
+# Each way has its own confidence curves (benchmarks/fit_fusion.py --keep-weights).
+_FITTED = {
+    "late": SearchConfig(
+        confidence_center=10.06,
+        confidence_scale=0.79,
+        dense_confidence=(22.18, -3.05, -9.00),
+        abstain_threshold=0.60,
+    ),
+    "separate": SearchConfig(),
+}
+
+
+def fitted_config(sentence_vectors: str) -> SearchConfig:
+    """The default settings for a library whose sentence vectors were made this way.
+
+    The weights and confidence curves were fitted on libraries built each way: late-chunked
+    sentence vectors sit a little closer to their passage's, so the same cosines mean a little
+    less and one curve would decline too many answerable questions with the other kind.
+    """
+    return _FITTED[sentence_vectors]
 
 
 @dataclass(frozen=True, slots=True)

@@ -384,7 +384,7 @@ def test_late_chunking_pools_sentences_from_the_passage_pass(model, tmp_path: Pa
     # special tokens), so it lies close to the text's vector; two sentences differ.
     assert float(sentences[1][0] @ passages[1]) > 0.95
     assert float(sentences[0][0] @ sentences[0][1]) < 0.95
-    library = Library(LocalStore(tmp_path), model, "late", late_chunking=True)
+    library = Library(LocalStore(tmp_path), model, "late", sentence_vectors="late")
     library.ingest_paths([SEED])
     answer = library.ask("What did the American Embassy in Kyiv say?")
     assert answer.answered and answer.sentence and "Embassy" in answer.sentence

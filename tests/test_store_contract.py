@@ -7,6 +7,7 @@ side on the same ingests and compare answers, ids and scores.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -33,6 +34,7 @@ from embeddings import (
     LocalStore,
     NotFoundError,
     Store,
+    fitted_config,
 )
 from embeddings.articles import assemble, load_bytes, parse_markdown
 from embeddings.lexical import BM25, Analyzer
@@ -387,6 +389,56 @@ def test_spec_mismatch_and_rebuild_to_another_dimension(any_store: Store):
     assert other.ask("How many hours a day do cats sleep?").sentence == "Cats sleep sixteen hours a day."
     best = any_store.nearest("lib", other.encoder.encode(["x"])[0], 1)[0][0][0]
     assert vectors(any_store, "lib", [best]).shape == (1, 32)
+
+
+class SpanHashEncoder(HashEncoder):
+    """The hash encoder with late chunking's entry point (a span's vector is its own text's: this
+    encoder has no context to pool from), counting the calls that make sentence vectors."""
+
+    def __init__(self) -> None:
+        super().__init__(dim=64, max_tokens=48)
+        self.span_calls = 0
+
+    def encode_spans(self, texts, spans, *, progress=None):  # type: ignore[no-untyped-def]
+        self.span_calls += 1
+        pieces = [
+            super(SpanHashEncoder, self).encode([t[a:b] for a, b in s])
+            for t, s in zip(texts, spans, strict=True)
+        ]
+        return super().encode(texts, progress=progress), pieces
+
+
+def test_a_library_keeps_the_way_its_sentence_vectors_were_made(backend: Backend):
+    enc = SpanHashEncoder()
+    store = backend.open()
+    Library(store, enc, "lib", sentence_vectors="separate").ingest(DOCS[:2])
+    assert store.spec("lib").sentence_vectors == "separate"  # type: ignore[union-attr]
+    assert enc.span_calls == 0
+    # A process configured the new way (late, the default) reads and writes it the way it is,
+    # with the confidence curve fitted for it, until a rebuild.
+    view = Library(backend.open(), enc, "lib")
+    assert view.sentence_vectors == "late" and view.config == fitted_config("late")
+    view.ingest(DOCS[2:])
+    assert enc.span_calls == 0 and not view.late_chunking
+    assert view.config == view.retriever.config == fitted_config("separate")
+    assert view.search(QUESTIONS[0], k=1)[0].article.key == "cats"
+    view.rebuild()
+    assert enc.span_calls == 1 and store.spec("lib").sentence_vectors == "late"  # type: ignore[union-attr]
+    assert view.search(QUESTIONS[1], k=1)[0].article.key == "dogs"
+    assert view.late_chunking and view.retriever.config == fitted_config("late")
+    # Adding to it now pools from the passage's pass; an operator's threshold holds either way.
+    strict = Library(backend.open(), enc, "lib", sentence_vectors="separate", abstain_threshold=0.9)
+    strict.ingest([replace(CATS, text=CATS.text + " Cats also purr.")])
+    assert enc.span_calls == 2 and strict.late_chunking
+    assert strict.config == replace(fitted_config("late"), abstain_threshold=0.9)
+
+
+def test_sentence_vectors_fall_back_to_separate_passes_when_the_encoder_cannot_pool(any_store: Store):
+    plain = Library(any_store, HashEncoder(dim=64, max_tokens=48), "lib")
+    plain.ingest([CATS])
+    assert plain.sentence_vectors == "separate" and any_store.spec("lib").sentence_vectors == "separate"  # type: ignore[union-attr]
+    with pytest.raises(InputError, match="'pooled' are not a choice"):
+        Library(any_store, SpanHashEncoder(), "lib", sentence_vectors="pooled")
 
 
 def test_second_writer_gets_a_clear_message(backend: Backend, enc: HashEncoder):
@@ -806,6 +858,22 @@ def test_bm25_is_the_plain_count_after_any_writes(backend: Backend, enc: HashEnc
         )
         best = sorted(expected.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
         assert [pid for pid, _ in evidence.top(3)] == [pid for pid, _ in best]
+
+
+def test_a_library_made_before_its_spec_named_its_sentence_vectors_made_them_separately(tmp_path: Path):
+    store = LocalStore(tmp_path)
+    Library(store, HashEncoder(dim=64, max_tokens=48), "test").ingest(DOCS)
+    conn = store._conn("test")
+    (raw,) = conn.execute("SELECT value FROM meta WHERE key = 'spec'").fetchone()
+    old = {k: v for k, v in json.loads(raw).items() if k != "sentence_vectors"}
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'spec'", (json.dumps(old),))
+    store._seal_meta(conn)
+    store.close()
+    again = LocalStore(tmp_path)
+    assert again.spec("test").sentence_vectors == "separate"  # type: ignore[union-attr]
+    library = Library(again, SpanHashEncoder(), "test")
+    assert library.search(QUESTIONS[0], k=1)[0].article.key == "cats"
+    assert library.config == fitted_config("separate")
 
 
 def test_a_library_made_before_postings_blocks_reads_and_gains_them(tmp_path: Path, enc: HashEncoder):

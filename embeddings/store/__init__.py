@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -38,7 +38,13 @@ def check_library_name(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class IndexSpec:
-    """What an index was built with. A library only accepts writers and readers that match."""
+    """What an index was built with. A library only accepts writers and readers that match.
+
+    ``sentence_vectors`` says how the sentence vectors were made: ``"late"`` pooled from their
+    passage's own forward pass, ``"separate"`` one pass per sentence (every library from before
+    the field). It is the library's own choice, made when it is created or rebuilt: readers and
+    writers follow it rather than having to match it (see :meth:`same_index`).
+    """
 
     model: str
     dim: int
@@ -46,15 +52,21 @@ class IndexSpec:
     overlap: int
     analyzer: str
     format: int = FORMAT_VERSION
+    sentence_vectors: str = "separate"
 
     def differences(self, other: IndexSpec) -> list[str]:
         """Human-readable list of the fields that differ from ``other``."""
         out = []
-        for name in ("model", "dim", "max_tokens", "overlap", "analyzer", "format"):
+        for name in ("model", "dim", "max_tokens", "overlap", "analyzer", "format", "sentence_vectors"):
             mine, theirs = getattr(self, name), getattr(other, name)
             if mine != theirs:
                 out.append(f"{name}: index has {mine!r}, settings have {theirs!r}")
         return out
+
+    def same_index(self, other: IndexSpec) -> list[str]:
+        """:meth:`differences` that matter to a reader or writer: all but ``sentence_vectors``,
+        which a library keeps from its creation (both kinds live in the model's vector space)."""
+        return self.differences(replace(other, sentence_vectors=self.sentence_vectors))
 
 
 @dataclass(frozen=True, slots=True)
