@@ -567,7 +567,7 @@ def cmd_rebuild(app: App, args: argparse.Namespace) -> int:
         bar.close()
     print(
         f"Rebuilt library {lib.name!r}: {len(report.results)} article(s), "
-        f"{report.passages_added} passages, model {lib.spec.model}.",
+        f"{report.passages_added} passages, model {lib.spec.model}, sentence vectors {lib.sentence_vectors}.",
         file=app.out,
     )
     return EXIT_OK
@@ -1068,8 +1068,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="re-embed a library with the current settings",
         description="Re-chunk and re-embed every stored article with the configured "
-        "model and chunk size. Needed after changing either, or to repair damaged "
-        "vectors. The old index stays in place until the new one is complete.",
+        "model, chunk size and way of making sentence vectors (CITEBOT_SENTENCE_VECTORS). "
+        "Needed after changing the model or chunk size, or to repair damaged vectors. "
+        "The old index stays in place until the new one is complete.",
     )
     p.set_defaults(func=cmd_rebuild)
 
