@@ -91,9 +91,10 @@ _FITTED = {
 def fitted_config(sentence_vectors: str) -> SearchConfig:
     """The default settings for a library whose sentence vectors were made this way.
 
-    The weights and confidence curves were fitted on libraries built each way: late-chunked
-    sentence vectors sit a little closer to their passage's, so the same cosines mean a little
-    less and one curve would decline too many answerable questions with the other kind.
+    The ranking weights are shared; the confidence curves and threshold were fitted on libraries
+    built each way: late-chunked sentence vectors sit a little closer to their passage's, so the
+    same cosines mean a little less, and the other kind's curve declined 7.1 % of answerable
+    questions instead of 4.9 %.
     """
     return _FITTED[sentence_vectors]
 
