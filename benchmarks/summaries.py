@@ -75,7 +75,7 @@ def methods() -> dict[str, tuple[Picker, str | None]]:
     return {
         "Lead-3": (lead, None),
         "**ours**: directed centrality + position prior + MMR": (configured(d), fresh),
-        "ours in a library with late-chunked sentence vectors (the default), reusing them": (
+        "ours on a late-chunked library's stored sentence vectors (measured, not used)": (
             configured(d),
             "late",
         ),
@@ -159,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         vectors = encoder.encode(candidates)
         encode_seconds += time.perf_counter() - t
-        # What a library summary reads: the sentence vectors its ingest stored, where a candidate
-        # is one of the ingest's sentences, and a fresh pass for the rest (Library.summarize).
+        # What a late-chunked library holds: the sentence vectors its ingest stored, where a
+        # candidate is one of the ingest's sentences, and a fresh pass for the rest. Measured to
+        # decide whether Library.summarize may reuse them (it does not: see the README).
         t = time.perf_counter()
         write = late.prepare(
             Document(key="cnn", title="", text=article, paragraphs=((0, len(article)),)), "a", "-"
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     late_name = list(table)[2]
     diff = (scores[late_name] - scores[ours_name]) * 100
     print(
-        "late-chunked library − ours: "
+        "late-chunked sentence vectors − ours: "
         + "; ".join(
             f"{label} {diff[:, i].mean():+.2f} [{lo:+.2f}, {hi:+.2f}]"
             for i, (label, (lo, hi)) in enumerate(

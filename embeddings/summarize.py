@@ -34,7 +34,9 @@ from .errors import InputError
 from .sentences import split_sentences
 from .types import CODE, ArticleInfo, Layout, Summary, SummarySentence
 
-SUMMARIZER_VERSION = "1"
+# Part of every cached summary's key: a change to what a summary is made from makes new ones.
+# 2: a late-chunked library's summaries no longer read its stored sentence vectors.
+SUMMARIZER_VERSION = "2"
 """Part of every cache key: bump it when the method or its defaults change."""
 
 _WORD = re.compile(r"\w+")

@@ -345,6 +345,31 @@ class _CountingEncoder:
         return self.inner.encode(texts, kind=kind, progress=progress)
 
 
+class _PoolingEncoder(_CountingEncoder):
+    """Pools every sentence to its passage's vector: late chunking at its blurriest."""
+
+    def encode_spans(self, texts, spans, *, progress=None):  # type: ignore[no-untyped-def]
+        vectors = self.inner.encode(texts, progress=progress)
+        return vectors, [np.repeat(vectors[i : i + 1], len(s), axis=0) for i, s in enumerate(spans)]
+
+
+def test_a_late_chunked_library_summarizes_from_sentences_encoded_on_their_own(tmp_path: Path) -> None:
+    # Sentence vectors pooled in their passage's context blur the centrality graph the summary
+    # ranks by (0.6 ROUGE-1 lower on CNN/DailyMail), so such a library encodes the sentences.
+    encoder = _PoolingEncoder(HashEncoder())
+    lib = Library(LocalStore(tmp_path / "data"), encoder, "test", sentence_vectors="late")
+    _ingest(lib, "bees", WEAK_LEAD)
+    assert lib.late_chunking
+    article = lib.store.get_article(lib.name, lib.articles()[0].id)
+    assert article is not None
+    fresh = summarize_document(article.text, article.paragraphs, encoder.inner, 3)
+    encoder.calls = 0
+    summary = lib.summarize(lib.articles()[0].id, sentences=3)
+    assert [(s.start, s.end) for s in summary.sentences] == [(a, b) for a, b, _ in fresh]
+    # Every candidate sentence went through the model (the stored vectors hold them all).
+    assert encoder.calls == len(summary_sentences(article.text, article.paragraphs))
+
+
 # ---------------------------------------------------------------------- the real model
 
 
