@@ -428,7 +428,7 @@ def test_a_library_keeps_the_way_its_sentence_vectors_were_made(backend: Backend
     assert view.late_chunking and view.retriever.config == fitted_config("late")
     # Adding to it now pools from the passage's pass; an operator's threshold holds either way.
     strict = Library(backend.open(), enc, "lib", sentence_vectors="separate", abstain_threshold=0.9)
-    strict.ingest([replace(CATS, text=CATS.text + " Cats also purr.")])
+    strict.ingest([doc("cats", "All about cats", "Cats purr when content.", "Older cats sleep even longer.")])
     assert enc.span_calls == 2 and strict.late_chunking
     assert strict.config == replace(fitted_config("late"), abstain_threshold=0.9)
 
