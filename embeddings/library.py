@@ -180,6 +180,7 @@ class Library:
         # store's file lock.
         self._write_lock = threading.Lock()
         self._checked = False
+        self._checked_at = 0.0
 
     # ------------------------------------------------------------------ state
 
@@ -201,9 +202,10 @@ class Library:
         return config
 
     def _check(self) -> None:
-        """Refuse to read a library built with another model or chunking (read once per object),
-        and follow the way its sentence vectors were made."""
-        if self._checked:
+        """Refuse to read a library built with another model or chunking, and follow the way its
+        sentence vectors were made. Read at most every :data:`STATE_TTL` seconds, not per
+        question, so that a rebuild by another process is followed (or reported) within that."""
+        if self._checked and time.monotonic() - self._checked_at < STATE_TTL:
             return
         existing = self.store.spec(self.name)
         if existing is None:
@@ -214,7 +216,7 @@ class Library:
         if existing != self.spec:
             self.spec = existing
             self.config = self.retriever.config = self._config_for(existing.sentence_vectors)
-        self._checked = True
+        self._checked, self._checked_at = True, time.monotonic()
 
     def articles(self) -> list[ArticleInfo]:
         """Every article in the library, oldest first."""

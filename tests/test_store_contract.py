@@ -36,6 +36,7 @@ from embeddings import (
     Store,
     fitted_config,
 )
+from embeddings import library as library_module
 from embeddings.articles import assemble, load_bytes, parse_markdown
 from embeddings.lexical import BM25, Analyzer
 from embeddings.types import Layout
@@ -431,6 +432,22 @@ def test_a_library_keeps_the_way_its_sentence_vectors_were_made(backend: Backend
     strict.ingest([doc("cats", "All about cats", "Cats purr when content.", "Older cats sleep even longer.")])
     assert enc.span_calls == 2 and strict.late_chunking
     assert strict.config == replace(fitted_config("late"), abstain_threshold=0.9)
+
+
+def test_a_reader_follows_a_rebuild_by_another_process(backend: Backend, monkeypatch: pytest.MonkeyPatch):
+    enc = SpanHashEncoder()
+    Library(backend.open(), enc, "lib").ingest(DOCS)
+    reader = Library(backend.open(), enc, "lib")
+    assert reader.ask(QUESTIONS[0]).hits and reader.late_chunking
+    Library(backend.open(), enc, "lib", sentence_vectors="separate").rebuild()
+    # The library's settings are read again every STATE_TTL seconds.
+    monkeypatch.setattr(library_module, "STATE_TTL", 0.0)
+    reader.ask(QUESTIONS[0])
+    assert not reader.late_chunking and reader.retriever.config == fitted_config("separate")
+    # A rebuild with another model is reported, not searched with vectors of another size.
+    Library(backend.open(), HashEncoder(dim=32, max_tokens=48), "lib").rebuild()
+    with pytest.raises(IndexMismatchError):
+        reader.ask(QUESTIONS[0])
 
 
 def test_sentence_vectors_fall_back_to_separate_passes_when_the_encoder_cannot_pool(any_store: Store):
