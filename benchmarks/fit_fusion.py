@@ -130,8 +130,8 @@ def main() -> None:
     parser.add_argument(
         "--keep-weights",
         action="store_true",
-        help="fit only the confidence curve, with the current ranking weights (for example for "
-        "CITEBOT_SENTENCE_VECTORS=separate, whose ranking the late-chunking weights serve)",
+        help="fit only the confidence curve, with the current ranking weights (as for late "
+        "chunking, which shares the weights fitted with separate sentence vectors)",
     )
     args = parser.parse_args()
     quiet_model_loading()

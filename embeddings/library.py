@@ -173,8 +173,9 @@ class Library:
             analyzer=self.analyzer.name,
             sentence_vectors=sentence_vectors,
         )
-        self.config = self._config_for(sentence_vectors)
-        self.retriever = Retriever(store, encoder, self.analyzer, self.config, reranker=reranker)
+        self.retriever = Retriever(
+            store, encoder, self.analyzer, self._config_for(sentence_vectors), reranker=reranker
+        )
         self.write_timeout = write_timeout
         # Threads of one process (the bot) take turns writing; other processes meet the
         # store's file lock.
@@ -192,6 +193,11 @@ class Library:
     def late_chunking(self) -> bool:
         """True when the library's sentence vectors come from their passage's forward pass."""
         return self.spec.sentence_vectors == "late"
+
+    @property
+    def config(self) -> SearchConfig:
+        """The search settings in force (the retriever's)."""
+        return self.retriever.config
 
     def _config_for(self, sentence_vectors: str) -> SearchConfig:
         """The search settings for a library whose sentence vectors were made this way: the
@@ -215,7 +221,7 @@ class Library:
             raise IndexMismatchError(self.name, differences)
         if existing != self.spec:
             self.spec = existing
-            self.config = self.retriever.config = self._config_for(existing.sentence_vectors)
+            self.retriever.config = self._config_for(existing.sentence_vectors)
         self._checked, self._checked_at = True, time.monotonic()
 
     def articles(self) -> list[ArticleInfo]:
